@@ -1,0 +1,1 @@
+"""Few-shot evaluation with RICES (arrives with the evaluation issue)."""

@@ -1,0 +1,145 @@
+"""The `textbook` command: run the DAG, rerun one stage, inspect and export shards, check the machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from configs import ConfigError, PipelineConfig, load_config  # noqa: E402
+from pipeline.dag import ALL_STAGES, downstream_of  # noqa: E402
+from pipeline.inputs import InputError, resolve_inputs  # noqa: E402
+from storage.outdir import OutDir  # noqa: E402
+
+EXIT_NOTHING_PRODUCED = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"textbook: error: {message}", file=sys.stderr)
+    return code
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    videos = summary["videos"]
+    print(f"\nvideos: {videos['in']} in, {videos['failed']} failed")
+    for reason, count in summary["failures"]["by_reason"].items():
+        print(f"  failed x{count}: {reason}")
+    print(f"\n{'stage':<11}{'done':>6}{'skipped':>9}{'failed':>8}{'blocked':>9}{'wall s':>9}{'video s/s':>11}")
+    for stage, row in summary["stages"].items():
+        rate = f"{row['media_seconds_per_second']:.1f}" if row["media_seconds_per_second"] else "-"
+        print(f"{stage:<11}{row['done']:>6}{row['skipped']:>9}{row['failed']:>8}{row['blocked']:>9}"
+              f"{row['wall_seconds']:>9.1f}{rate:>11}")
+    totals = summary["totals"]
+    print(f"\nclips: {totals.get('clips.clips', 0)}, keyframes: {totals.get('keyframes.keyframes', 0)}, "
+          f"samples: {summary['samples']}, in {summary['seconds']:.1f} s")
+    if summary["shards"]:
+        print(f"shards: {summary['out']}/shards/ ({', '.join(summary['shards'])})")
+    else:
+        print("shards: none produced")
+
+
+def _process(out: str, config: PipelineConfig, stages: list[str], video_ids: list[str] | None, force: bool) -> int:
+    from flows.process import process_with_runner
+
+    summary = process_with_runner(out, config, stages, video_ids, force)
+    print_summary(summary)
+    return 0 if summary["samples"] else EXIT_NOTHING_PRODUCED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.run_files import RunFiles
+
+    config = load_config(args.config)
+    inputs = resolve_inputs(args.input, config.input)
+    for path in inputs.ignored:
+        print(f"ignored (not a video): {path}")
+    files = RunFiles.open(args.out)
+    files.start(config, inputs)
+    return _process(args.out, config, list(ALL_STAGES), None, args.force)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    out = OutDir(args.out)
+    config = load_config(args.config or out.path("config.yaml"))
+    if args.force:
+        print(f"recomputing {args.name}; stale until the next run: {', '.join(downstream_of(args.name)) or 'none'}")
+    return _process(args.out, config, [args.name], args.video or None, args.force)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from storage.export import describe_shard
+
+    for line in describe_shard(args.shard, args.samples):
+        print(line)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from storage.export import export_published
+
+    counts = export_published(OutDir(args.out), args.to)
+    print(f"exported {counts['samples']} samples and {counts['images']} images to {args.to}/textbook.json")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from flows.doctor import run_checks
+
+    failed = 0
+    for name, ok, detail in run_checks(load_config(args.config), Path(args.out)):
+        failed += not ok
+        print(f"[{'ok' if ok else 'FAIL'}] {name}: {detail}")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textbook", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the whole DAG from videos to shards")
+    run.add_argument("--config", default=None, help="YAML merged over configs/default.yaml")
+    run.add_argument("--input", required=True, help="a video, a folder of videos, or a .txt/.csv/.parquet manifest")
+    run.add_argument("--out", required=True, help="output folder or fsspec URL")
+    run.add_argument("--force", action="store_true", help="recompute every stage")
+    run.set_defaults(handler=cmd_run)
+
+    stage = commands.add_parser("stage", help="rerun one stage over the videos of an earlier run")
+    stage.add_argument("name", choices=ALL_STAGES)
+    stage.add_argument("--out", required=True)
+    stage.add_argument("--config", default=None, help="default: OUT/config.yaml")
+    stage.add_argument("--video", action="append", help="only this video id (repeatable)")
+    stage.add_argument("--force", action="store_true", help="recompute even if done; what depends on it goes stale")
+    stage.set_defaults(handler=cmd_stage)
+
+    inspect = commands.add_parser("inspect", help="print a readable summary of a shard's samples")
+    inspect.add_argument("shard")
+    inspect.add_argument("--samples", type=int, default=3)
+    inspect.set_defaults(handler=cmd_inspect)
+
+    export = commands.add_parser("export", help="write the published JSON + images layout from the shards")
+    export.add_argument("out")
+    export.add_argument("--to", required=True)
+    export.set_defaults(handler=cmd_export)
+
+    doctor = commands.add_parser("doctor", help="check ffmpeg, models and disk space")
+    doctor.add_argument("--config", default=None)
+    doctor.add_argument("--out", default=".", help="where output will go, for the disk-space check")
+    doctor.set_defaults(handler=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, InputError, FileNotFoundError) as error:
+        return _fail(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

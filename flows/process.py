@@ -1,0 +1,98 @@
+"""Prefect flows over the DAG: each stage a task mapped over videos (pack over topics), stage after stage."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
+
+from configs import PipelineConfig, parse_config
+from flows.run_files import RunFiles, StageReport
+from flows.units import UnitResult, Workspace, topic_id
+from pipeline.dag import PACK_STAGE, SHARDS_STAGE, VIDEO_STAGES
+from pipeline.records import VideoInput
+
+
+@task(task_run_name="{stage}-{video_id}", cache_policy=NO_CACHE)
+def video_stage_task(stage: str, video_id: str, video: VideoInput, workspace: Workspace, force: bool) -> UnitResult:
+    return workspace.run_video_stage(stage, video, force=force)
+
+
+@task(task_run_name="pack-{topic_id}", cache_policy=NO_CACHE)
+def pack_task(topic_id: str, topic: str, videos: list[VideoInput], workspace: Workspace, force: bool) -> UnitResult:
+    return workspace.run_pack(topic, videos, force=force)
+
+
+@task(task_run_name="shards", cache_policy=NO_CACHE)
+def shards_task(topics: list[str], workspace: Workspace, force: bool) -> UnitResult:
+    return workspace.run_shards(topics, force=force)
+
+
+def _gather(stage: str, futures: Sequence[PrefectFuture], progress: bool) -> StageReport:
+    started = time.perf_counter()
+    results: list[UnitResult] = []
+    with tqdm(total=len(futures), desc=f"{stage:>10}", unit="unit", disable=not progress, leave=True) as bar:
+        for future in as_completed(list(futures)):
+            result = future.result()
+            results.append(result)
+            bar.set_postfix_str(f"{result.unit}: {result.status}", refresh=False)
+            bar.update()
+    return StageReport.from_results(stage, results, time.perf_counter() - started)
+
+
+def topics_in_order(videos: list[VideoInput]) -> dict[str, list[VideoInput]]:
+    topics: dict[str, list[VideoInput]] = {}
+    for video in sorted(videos, key=lambda v: v.order):
+        topics.setdefault(video.topic, []).append(video)
+    return topics
+
+
+def run_stages(workspace: Workspace, videos: list[VideoInput], stages: Sequence[str], force: bool) -> list[StageReport]:
+    """Run the named stages in DAG order; called inside a flow so every unit is a Prefect task run."""
+    progress = workspace.config.run.progress
+    reports = []
+    for stage in VIDEO_STAGES:
+        if stage.name in stages:
+            futures = [
+                video_stage_task.submit(stage.name, video.video_id, video, workspace, force) for video in videos
+            ]
+            reports.append(_gather(stage.name, futures, progress))
+    topics = topics_in_order(videos)
+    if PACK_STAGE in stages:
+        futures = [
+            pack_task.submit(topic_id(topic), topic, members, workspace, force)
+            for topic, members in topics.items()
+        ]
+        reports.append(_gather(PACK_STAGE, futures, progress))
+    if SHARDS_STAGE in stages:
+        reports.append(_gather(SHARDS_STAGE, [shards_task.submit(list(topics), workspace, force)], progress))
+    return reports
+
+
+@flow(name="process", log_prints=True)
+def process_flow(out: str, config: dict[str, Any], stages: list[str], video_ids: list[str] | None = None,
+                 force: bool = False) -> dict[str, Any]:
+    """Process the videos recorded in OUT/inputs.parquet through `stages`; returns the run summary."""
+    files = RunFiles.open(out)
+    pipeline_config: PipelineConfig = parse_config(config)
+    workspace = Workspace(files.out, pipeline_config)
+    videos = files.read_inputs()
+    selected = [v for v in videos if video_ids is None or v.video_id in video_ids]
+    started = time.perf_counter()
+    reports = run_stages(workspace, selected, stages, force)
+    return files.finish(workspace, videos, reports, time.perf_counter() - started)
+
+
+def process_with_runner(out: str, config: PipelineConfig, stages: list[str], video_ids: list[str] | None = None,
+                        force: bool = False) -> dict[str, Any]:
+    """Run `process_flow` with a thread pool sized by `run.workers`, so videos of one stage run side by side."""
+    runner = ThreadPoolTaskRunner(max_workers=config.run.workers)
+    configured = process_flow.with_options(task_runner=runner)
+    return configured(out=out, config=config.model_dump(mode="json"), stages=stages, video_ids=video_ids,
+                      force=force)

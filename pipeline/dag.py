@@ -1,0 +1,60 @@
+"""The processing DAG: each stage, what it reads, which config sections it depends on, and what it writes.
+
+Adding a stage is one module in `pipeline/`, one schema in `storage/schemas.py` and one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipeline import asr, clips, interleave, keyframes, ocr, pack, probe
+from pipeline.records import StageOutput, VideoWork
+from storage import schemas
+
+
+@dataclass(frozen=True)
+class VideoStage:
+    """A stage whose unit of work is one video."""
+
+    name: str
+    version: int
+    inputs: tuple[str, ...]
+    config_sections: tuple[str, ...]
+    schema: pa.Schema
+    run: Callable[[VideoWork], StageOutput]
+    uses_source: bool = False
+
+
+VIDEO_STAGES: tuple[VideoStage, ...] = (
+    VideoStage("probe", probe.VERSION, (), ("probe",), schemas.PROBE, probe.run, uses_source=True),
+    VideoStage("asr", asr.VERSION, ("probe",), ("asr",), schemas.ASR, asr.run, uses_source=True),
+    VideoStage("clips", clips.VERSION, ("probe", "asr"), ("clips",), schemas.CLIPS, clips.run),
+    VideoStage("keyframes", keyframes.VERSION, ("probe", "clips"), ("keyframes",), schemas.KEYFRAMES, keyframes.run,
+               uses_source=True),
+    VideoStage("ocr", ocr.VERSION, ("keyframes",), ("ocr",), schemas.OCR, ocr.run),
+    VideoStage("interleave", interleave.VERSION, ("clips", "keyframes", "ocr"), ("interleave",), schemas.INTERLEAVE,
+               interleave.run),
+)
+STAGES_BY_NAME = {stage.name: stage for stage in VIDEO_STAGES}
+
+PACK_STAGE = "pack"
+PACK_VERSION = pack.VERSION
+PACK_INPUT = "interleave"
+SHARDS_STAGE = "shards"
+ALL_STAGES = (*STAGES_BY_NAME, PACK_STAGE, SHARDS_STAGE)
+
+
+def downstream_of(name: str) -> list[str]:
+    """Every stage that reads `name`, directly or through others, in DAG order."""
+    affected = {name}
+    ordered = []
+    for stage in VIDEO_STAGES:
+        if affected.intersection(stage.inputs):
+            affected.add(stage.name)
+            ordered.append(stage.name)
+    if name != SHARDS_STAGE:
+        ordered += [PACK_STAGE, SHARDS_STAGE] if name != PACK_STAGE else [SHARDS_STAGE]
+    return ordered

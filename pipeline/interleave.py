@@ -1,0 +1,52 @@
+"""interleave: one video as a fragment of positions, per clip its keyframes in time order, then its speech."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from configs.schema import InterleaveConfig
+from pipeline.records import StageOutput, VideoWork
+
+VERSION = 1
+
+
+def interleave_video(
+    clips: list[dict[str, Any]], keyframes: list[dict[str, Any]], ocr: list[dict[str, Any]], cfg: InterleaveConfig
+) -> list[dict[str, Any]]:
+    """Positions in reading order. An image position's `text_ocr` is its OCR; a text position's is the ASR
+    followed by the OCR of its clip's images (the published `text_ocr_list`). A clip without keyframes keeps
+    its text; a clip with neither is left out."""
+    ocr_by_keyframe = {row["keyframe_id"]: row["text"] for row in ocr}
+    keyframes_by_clip: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for keyframe in sorted(keyframes, key=lambda row: row["time"]):
+        keyframes_by_clip[keyframe["clip_id"]].append(keyframe)
+    positions: list[dict[str, Any]] = []
+    for clip in sorted(clips, key=lambda row: row["start"]):
+        span = {"clip_id": clip["clip_id"], "clip_start": clip["start"], "clip_end": clip["end"]}
+        clip_ocr = []
+        for keyframe in keyframes_by_clip[clip["clip_id"]]:
+            text = ocr_by_keyframe.get(keyframe["keyframe_id"], "")
+            clip_ocr.append(text)
+            positions.append(
+                {**span, "kind": "image", "image_name": keyframe["name"], "keyframe_id": keyframe["keyframe_id"],
+                 "text": None, "text_ocr": text}
+            )
+        speech = clip["asr"].strip()
+        if speech:
+            text_ocr = cfg.ocr_separator.join([speech, *(text for text in clip_ocr if text)])
+            positions.append(
+                {**span, "kind": "text", "image_name": None, "keyframe_id": None, "text": speech, "text_ocr": text_ocr}
+            )
+    return [{"position": index, **position} for index, position in enumerate(positions)]
+
+
+def run(work: VideoWork) -> StageOutput:
+    rows = interleave_video(
+        work.inputs["clips"].to_pylist(),
+        work.inputs["keyframes"].select(["keyframe_id", "clip_id", "name", "time"]).to_pylist(),
+        work.inputs["ocr"].select(["keyframe_id", "text"]).to_pylist(),
+        work.config.interleave,
+    )
+    images = sum(row["kind"] == "image" for row in rows)
+    return StageOutput(rows=rows, stats={"images": images, "texts": len(rows) - images})

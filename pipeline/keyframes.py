@@ -1,0 +1,87 @@
+"""keyframes: a sampled frame becomes a keyframe when its SSIM to the last keyframe drops below a threshold.
+
+SSIM runs on small grayscale frames streamed from ffmpeg; only the chosen frames are decoded again at full
+resolution and stored as JPEG. SSIM, unlike pixel differences, stays high through a slow zoom or scroll.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from configs.schema import KeyframesConfig
+from pipeline.media import sample_frames, scaled_size
+from pipeline.records import StageOutput, VideoWork
+
+VERSION = 1
+
+
+def choose_keyframes(frames: Iterable[np.ndarray], ssim_threshold: float) -> Iterator[tuple[int, float | None]]:
+    """Yield (sample index, SSIM to the previous keyframe) for each frame that starts new visual content."""
+    last: np.ndarray | None = None
+    for index, frame in enumerate(frames):
+        if last is None:
+            last = frame
+            yield index, None
+            continue
+        similarity = float(structural_similarity(last, frame, data_range=255))
+        if similarity < ssim_threshold:
+            last = frame
+            yield index, similarity
+
+
+def keyframe_name(video_id: str, clip: dict[str, Any], n: int) -> str:
+    """The published naming: `video_id@start_end#n.jpg` with the clip span in seconds."""
+    return f"{video_id}@{clip['start']:.1f}_{clip['end']:.1f}#{n}.jpg"
+
+
+def extract_keyframes(
+    path: str, video_id: str, width: int, height: int, clips: list[dict[str, Any]], cfg: KeyframesConfig
+) -> Iterator[dict[str, Any]]:
+    """Keyframe records in time order, each named after the clip it falls in."""
+    interval = cfg.sample_interval_seconds
+    small = scaled_size(width, height, cfg.ssim_width)
+    chosen = list(choose_keyframes(sample_frames(path, interval, small, gray=True), cfg.ssim_threshold))
+    if not chosen:
+        return
+    full = scaled_size(width, height, cfg.max_width)
+    frames = sample_frames(path, interval, full, gray=False, only=[index for index, _ in chosen])
+    clip_starts = [clip["start"] for clip in clips]
+    per_clip: dict[int, int] = {}
+    for keyframe_id, ((index, similarity), frame) in enumerate(zip(chosen, frames, strict=True)):
+        time = round(index * interval, 3)
+        clip = clips[max(0, bisect.bisect_right(clip_starts, time) - 1)]
+        n = per_clip.get(clip["clip_id"], 0)
+        per_clip[clip["clip_id"]] = n + 1
+        yield {
+            "keyframe_id": keyframe_id,
+            "clip_id": clip["clip_id"],
+            "name": keyframe_name(video_id, clip, n),
+            "time": time,
+            "ssim_to_previous": similarity,
+            "jpeg": encode_jpeg(frame, cfg.jpeg_quality),
+            "width": frame.shape[1],
+            "height": frame.shape[0],
+        }
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def run(work: VideoWork) -> StageOutput:
+    probe = work.inputs["probe"].to_pylist()[0]
+    clips = work.inputs["clips"].to_pylist()
+    rows = list(
+        extract_keyframes(work.video.source, work.video.video_id, probe["width"], probe["height"], clips,
+                          work.config.keyframes)
+    )
+    return StageOutput(rows=rows, stats={"keyframes": len(rows)})

@@ -1,0 +1,75 @@
+"""Decoding with ffmpeg as a subprocess: frames stream through a pipe, so no video is ever held whole in memory."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import lru_cache
+
+import numpy as np
+
+
+class MediaError(Exception):
+    """A video that cannot be used; the message says why in words a user can act on."""
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """The system ffmpeg when there is one, else the binary the imageio-ffmpeg wheel ships."""
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def scaled_size(width: int, height: int, target_width: int | None) -> tuple[int, int]:
+    """Even dimensions no wider than `target_width`, keeping the aspect ratio."""
+    if target_width is None or target_width >= width:
+        return width - width % 2, height - height % 2
+    scaled_height = max(2, round(height * target_width / width / 2) * 2)
+    return target_width - target_width % 2, scaled_height
+
+
+def _stream_frames(args: list[str], frame_bytes: int, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    command = [ffmpeg_exe(), "-nostdin", "-v", "error", *args, "-"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        while True:
+            chunk = process.stdout.read(frame_bytes)
+            if len(chunk) < frame_bytes:
+                break
+            yield np.frombuffer(chunk, dtype=np.uint8).reshape(shape)
+        stderr = process.stderr.read().decode(errors="replace")
+        if process.wait() != 0:
+            raise MediaError(f"ffmpeg failed: {stderr.strip()[-500:]}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def sample_frames(
+    path: str, interval_seconds: float, size: tuple[int, int], gray: bool, only: list[int] | None = None
+) -> Iterator[np.ndarray]:
+    """Frames at one per `interval_seconds`, scaled to `size`; with `only`, just those sample indices.
+
+    Sample n is the frame shown at n * interval_seconds, so both passes (all samples at low resolution, then
+    the chosen ones at full resolution) index the same frames.
+    """
+    width, height = size
+    filters = [f"fps=fps=1/{interval_seconds}", f"scale={width}:{height}:flags=area"]
+    if only is not None:
+        if not only:
+            return
+        filters.insert(1, "select='" + "+".join(f"eq(n\\,{index})" for index in sorted(set(only))) + "'")
+    pixel_format, channels = ("gray", 1) if gray else ("rgb24", 3)
+    shape = (height, width) if gray else (height, width, channels)
+    args = ["-i", path, "-an", "-vf", ",".join(filters), "-fps_mode", "passthrough"]
+    args += ["-f", "rawvideo", "-pix_fmt", pixel_format]
+    yield from _stream_frames(args, width * height * channels, shape)

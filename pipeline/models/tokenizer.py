@@ -1,0 +1,24 @@
+"""The tokenizer that counts `token_num`: a tokenizer.json a package ships, a local one, or a hub tokenizer."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from tokenizers import Tokenizer
+
+from pipeline.models.assets import resolve_local
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(spec: str) -> Tokenizer:
+    local = resolve_local(spec)
+    if local is None:
+        return Tokenizer.from_pretrained(spec)
+    return Tokenizer.from_file(str(local / "tokenizer.json" if local.is_dir() else local))
+
+
+def count_tokens(spec: str, texts: list[str]) -> int:
+    if not texts:
+        return 0
+    tokenizer = load_tokenizer(spec)
+    return sum(len(encoding.ids) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False))

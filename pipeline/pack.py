@@ -1,0 +1,111 @@
+"""pack: the fragments of one topic, in input order, joined into samples within an image and token budget.
+
+A clip is never split; consecutive videos in one sample are separated by the end-of-video marker text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+from configs.schema import PackConfig
+from pipeline.models.tokenizer import count_tokens
+from pipeline.records import StageOutput, VideoInput
+
+VERSION = 1
+
+
+@dataclass
+class _Sample:
+    images: list[dict[str, Any] | None] = field(default_factory=list)
+    texts: list[str | None] = field(default_factory=list)
+    text_ocr_list: list[str | None] = field(default_factory=list)
+    clips: list[dict[str, Any]] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+    tokens: int = 0
+
+    @property
+    def image_num(self) -> int:
+        return sum(image is not None for image in self.images)
+
+    def add_text(self, text: str, text_ocr: str, tokens: int) -> None:
+        self.images.append(None)
+        self.texts.append(text)
+        self.text_ocr_list.append(text_ocr)
+        self.tokens += tokens
+
+
+def _clips(video: VideoInput, fragment: list[dict[str, Any]], cfg: PackConfig) -> Iterator[dict[str, Any]]:
+    for clip_id, rows in groupby(fragment, key=lambda row: row["clip_id"]):
+        rows = list(rows)
+        texts = [row["text"] for row in rows if row["kind"] == "text"]
+        yield {
+            "video": video,
+            "span": {"video_id": video.video_id, "clip_id": clip_id, "start": rows[0]["clip_start"],
+                     "end": rows[0]["clip_end"]},
+            "rows": rows,
+            "images": sum(row["kind"] == "image" for row in rows),
+            "tokens": count_tokens(cfg.tokenizer, texts),
+        }
+
+
+def pack_topic(topic: str, fragments: list[tuple[VideoInput, list[dict[str, Any]]]], cfg: PackConfig) -> list[dict]:
+    """Samples of one topic as rows of the pack table."""
+    marker_tokens = count_tokens(cfg.tokenizer, [cfg.end_of_video_marker])
+    samples: list[_Sample] = []
+    current = _Sample()
+    for video, fragment in fragments:
+        for clip in _clips(video, sorted(fragment, key=lambda row: row["position"]), cfg):
+            new_video = bool(current.videos) and current.videos[-1] != video.video_id
+            extra_tokens = clip["tokens"] + (marker_tokens if new_video else 0)
+            over_images = current.image_num + clip["images"] > cfg.max_images_per_sample
+            over_tokens = current.tokens + extra_tokens > cfg.max_tokens_per_sample
+            if current.clips and (over_images or over_tokens):
+                samples.append(current)
+                current, new_video = _Sample(), False
+            if new_video:
+                current.add_text(cfg.end_of_video_marker, cfg.end_of_video_marker, marker_tokens)
+            if not current.videos or current.videos[-1] != video.video_id:
+                current.videos.append(video.video_id)
+            current.clips.append(clip["span"])
+            for row in clip["rows"]:
+                if row["kind"] == "image":
+                    current.images.append(
+                        {"video_id": video.video_id, "keyframe_id": row["keyframe_id"], "name": row["image_name"]}
+                    )
+                    current.texts.append(None)
+                    current.text_ocr_list.append(None)
+                else:
+                    current.add_text(row["text"], row["text_ocr"], 0)
+            current.tokens += clip["tokens"]
+    if current.clips:
+        samples.append(current)
+    sources = {video.video_id: video.source for video, _ in fragments}
+    return [_row(index, topic, sample, sources) for index, sample in enumerate(samples)]
+
+
+def _row(index: int, topic: str, sample: _Sample, sources: dict[str, str]) -> dict[str, Any]:
+    metadata = {
+        "topic": topic,
+        "source": "video2textbook",
+        "videos": [{"video_id": video_id, "source": sources[video_id]} for video_id in sample.videos],
+        "clips": sample.clips,
+    }
+    return {
+        "sample_index": index,
+        "images": sample.images,
+        "texts": sample.texts,
+        "text_ocr_list": sample.text_ocr_list,
+        "metadata": json.dumps(metadata, sort_keys=True),
+        "image_num": sample.image_num,
+        "text_num": sum(text is not None for text in sample.texts),
+        "token_num": sample.tokens,
+    }
+
+
+def run(topic: str, fragments: list[tuple[VideoInput, list[dict[str, Any]]]], cfg: PackConfig) -> StageOutput:
+    rows = pack_topic(topic, fragments, cfg)
+    return StageOutput(rows=rows, stats={"samples": len(rows), "images": sum(row["image_num"] for row in rows)})

@@ -1,0 +1,37 @@
+"""Records that travel between the flow and the stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from configs import PipelineConfig
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One input video: `video_id` names every file made from it; `order` is its place in the input."""
+
+    video_id: str
+    source: str
+    topic: str
+    order: int
+
+
+@dataclass
+class StageOutput:
+    """The rows a stage made for one unit, and figures about the work for the summary."""
+
+    rows: list[dict[str, Any]]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VideoWork:
+    """What a per-video stage is given: its video, its upstream tables by stage name, and the config."""
+
+    video: VideoInput
+    inputs: dict[str, pa.Table]
+    config: PipelineConfig

@@ -1,0 +1,1 @@
+"""The output folder, its Parquet schemas, atomic writes and the shard writer."""

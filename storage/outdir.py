@@ -1,0 +1,85 @@
+"""The output folder: where each artefact lives, and writes that are atomic on any fsspec filesystem.
+
+A file under its final name is complete: writers fill `<name>.partial`, flush and fsync it, then rename it
+into place, so a killed run leaves only `.partial` files, which the next run overwrites.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+PARTIAL_SUFFIX = ".partial"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@#-]*$")
+
+
+class OutDir:
+    """Paths inside OUT, and the only place that writes there."""
+
+    def __init__(self, url: str | os.PathLike[str]) -> None:
+        self.url = str(url)
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.root = root.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        """Join parts under OUT; every part must be a plain name so no input can point outside OUT."""
+        for part in parts:
+            for piece in part.split("/"):
+                if not _SAFE_NAME.match(piece) or piece.endswith(PARTIAL_SUFFIX):
+                    raise ValueError(f"unsafe path component {piece!r} in {part!r}")
+        return "/".join([self.root, *parts])
+
+    def stage_file(self, stage: str, unit_id: str) -> str:
+        return self.path("stages", stage, f"{unit_id}.parquet")
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    def list(self, *parts: str) -> list[str]:
+        folder = self.path(*parts)
+        if not self.fs.exists(folder):
+            return []
+        return sorted(p for p in self.fs.ls(folder, detail=False) if not p.endswith(PARTIAL_SUFFIX))
+
+    def remove(self, path: str) -> None:
+        if self.fs.exists(path):
+            self.fs.rm(path)
+
+    @contextmanager
+    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+        """Yield a binary file that appears under `path` only once fully written."""
+        partial = path + PARTIAL_SUFFIX
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        try:
+            with self.fs.open(partial, "wb") as handle:
+                yield handle
+                handle.flush()
+                if self.is_local:
+                    os.fsync(handle.fileno())
+            self.fs.mv(partial, path)
+        except BaseException:
+            if self.fs.exists(partial):
+                self.fs.rm(partial)
+            raise
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with self.open_atomic(path) as handle:
+            handle.write(data)
+
+    def write_json(self, path: str, data: Any) -> None:
+        self.write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as handle:
+            return handle.read()
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_bytes(path))

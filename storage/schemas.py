@@ -1,0 +1,145 @@
+"""Arrow schemas of every table the pipeline writes: the data contract between stages, in one place."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+WORD = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("word", pa.string()), ("probability", pa.float64())])
+BOX = pa.list_(pa.list_(pa.float64()))
+
+INPUTS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("source", pa.string()),
+        ("topic", pa.string()),
+        ("order", pa.int64()),
+    ]
+)
+
+PROBE = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("duration", pa.float64()),
+        ("container", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("fps", pa.float64()),
+        ("video_codec", pa.string()),
+        ("audio_codec", pa.string()),
+        ("audio_sample_rate", pa.int64()),
+        ("audio_channels", pa.int64()),
+    ]
+)
+
+ASR = pa.schema(
+    [
+        ("segment_id", pa.int64()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("text", pa.string()),
+        ("words", pa.list_(WORD)),
+        ("avg_logprob", pa.float64()),
+        ("no_speech_prob", pa.float64()),
+        ("compression_ratio", pa.float64()),
+        ("language", pa.string()),
+    ]
+)
+
+CLIPS = pa.schema(
+    [
+        ("clip_id", pa.int64()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("asr", pa.string()),
+        ("segment_ids", pa.list_(pa.int64())),
+    ]
+)
+
+KEYFRAMES = pa.schema(
+    [
+        ("keyframe_id", pa.int64()),
+        ("clip_id", pa.int64()),
+        ("name", pa.string()),
+        ("time", pa.float64()),
+        ("ssim_to_previous", pa.float64()),
+        ("jpeg", pa.binary()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+    ]
+)
+
+OCR = pa.schema(
+    [
+        ("keyframe_id", pa.int64()),
+        ("text", pa.string()),
+        ("lines", pa.list_(pa.string())),
+        ("boxes", pa.list_(BOX)),
+        ("confidences", pa.list_(pa.float64())),
+        ("mean_confidence", pa.float64()),
+    ]
+)
+
+# A per-video fragment: positions in reading order; `kind` is "image" or "text".
+INTERLEAVE = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("clip_id", pa.int64()),
+        ("clip_start", pa.float64()),
+        ("clip_end", pa.float64()),
+        ("kind", pa.string()),
+        ("image_name", pa.string()),
+        ("keyframe_id", pa.int64()),
+        ("text", pa.string()),
+        ("text_ocr", pa.string()),
+    ]
+)
+
+# Packed samples of one topic; images are referenced by keyframe, their bytes join only in the shards.
+IMAGE_REF = pa.struct([("video_id", pa.string()), ("keyframe_id", pa.int64()), ("name", pa.string())])
+PACK = pa.schema(
+    [
+        ("sample_index", pa.int64()),
+        ("images", pa.list_(IMAGE_REF)),
+        ("texts", pa.list_(pa.string())),
+        ("text_ocr_list", pa.list_(pa.string())),
+        ("metadata", pa.string()),
+        ("image_num", pa.int64()),
+        ("text_num", pa.int64()),
+        ("token_num", pa.int64()),
+    ]
+)
+
+# The product: OBELICS-compatible and self-contained (JPEG bytes inside).
+SHARD_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+SHARD = pa.schema(
+    [
+        ("images", pa.list_(SHARD_IMAGE)),
+        ("texts", pa.list_(pa.string())),
+        ("text_ocr_list", pa.list_(pa.string())),
+        ("metadata", pa.string()),
+        ("image_num", pa.int64()),
+        ("text_num", pa.int64()),
+        ("token_num", pa.int64()),
+    ]
+)
+
+FAILURES = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+SHARD_FEATURES = {
+    "images": [{"_type": "Image"}],
+    "texts": [{"dtype": "string", "_type": "Value"}],
+    "text_ocr_list": [{"dtype": "string", "_type": "Value"}],
+    "metadata": {"dtype": "string", "_type": "Value"},
+    "image_num": {"dtype": "int64", "_type": "Value"},
+    "text_num": {"dtype": "int64", "_type": "Value"},
+    "token_num": {"dtype": "int64", "_type": "Value"},
+}

@@ -1,0 +1,73 @@
+"""Parquet tables in OUT: atomic writes, and the stage fingerprint kept in each file's metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.outdir import OutDir
+
+STAMP_KEY = b"video2textbook"
+
+
+def digest(value: Any) -> str:
+    """A short, stable hash of any JSON-serialisable value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Why a stage file is what it is: `input_key` says what it was computed from, `fingerprint` names the result.
+
+    They differ only after a forced recompute, which gives the result a new name so everything downstream,
+    having recorded the old one among its `inputs`, sees itself stale.
+    """
+
+    stage: str
+    input_key: str
+    fingerprint: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Stamp:
+        return cls(**json.loads(raw))
+
+
+def write_table(out: OutDir, path: str, table: pa.Table, stamp: Stamp | None = None, extra: dict | None = None) -> None:
+    """Write `table` to `path` atomically, with its stamp and any extra schema metadata."""
+    metadata = dict(table.schema.metadata or {})
+    if stamp is not None:
+        metadata[STAMP_KEY] = stamp.to_json()
+    for key, value in (extra or {}).items():
+        metadata[key.encode()] = value if isinstance(value, bytes) else json.dumps(value).encode()
+    table = table.replace_schema_metadata(metadata)
+    with out.open_atomic(path) as handle:
+        pq.write_table(table, handle, compression="zstd")
+
+
+def read_table(out: OutDir, path: str) -> pa.Table:
+    with out.fs.open(path, "rb") as handle:
+        return pq.read_table(handle)
+
+
+def read_stamp(out: OutDir, path: str) -> Stamp | None:
+    """The stamp of a finished file, read from its footer only; None when the file is absent or foreign."""
+    if not out.exists(path):
+        return None
+    with out.fs.open(path, "rb") as handle:
+        metadata = pq.read_schema(handle).metadata or {}
+    raw = metadata.get(STAMP_KEY)
+    return Stamp.from_json(raw) if raw else None
+
+
+def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=schema)

@@ -1,0 +1,1 @@
+"""LLaVA interleaved pretraining from shards (arrives with the training issue)."""
