@@ -69,7 +69,9 @@ class PackConfig(Section):
     max_images_per_sample: int = Field(ge=1)
     max_tokens_per_sample: int = Field(ge=1)
     end_of_video_marker: str
-    tokenizer: str = Field(description="pkg:<module>/<file> for a tokenizer.json a package ships, a path, or a hub name")
+    tokenizer: str = Field(
+        description="pkg:<module>/<file> for a tokenizer.json a package ships, a path, or a hub name"
+    )
 
 
 class ShardsConfig(Section):

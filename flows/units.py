@@ -7,8 +7,8 @@ import hashlib
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -60,6 +60,20 @@ def topic_id(topic: str) -> str:
     return sanitize_id(topic)
 
 
+def topics_in_order(videos: list[VideoInput]) -> dict[str, list[VideoInput]]:
+    """Topics in the order of their first video, each with its videos in input order."""
+    topics: dict[str, list[VideoInput]] = {}
+    for video in sorted(videos, key=lambda v: v.order):
+        topics.setdefault(video.topic, []).append(video)
+    return topics
+
+
+def result_fingerprint(input_key: str, force: bool) -> str:
+    """A result is named by its inputs, so reruns reproduce the name; a forced recompute gets a new name, which
+    makes everything downstream stale."""
+    return digest([input_key, time.time_ns()]) if force else input_key
+
+
 class Workspace:
     """The output folder seen by the stages: stamps, inputs, results and failures of every unit."""
 
@@ -87,10 +101,12 @@ class Workspace:
         stamp = read_stamp(self.out, path)
         return stamp is not None and stamp.input_key == input_key
 
-    def _write(self, stage: str, path: str, table: pa.Table, input_key: str, inputs: dict, stats: dict,
-               force: bool) -> None:
-        fingerprint = digest([input_key, time.time_ns()]) if force else input_key
-        write_table(self.out, path, table, Stamp(stage, input_key, fingerprint, inputs, stats))
+    def _write(
+        self, stage: str, path: str, table: pa.Table, input_key: str, inputs: dict, stats: dict, force: bool
+    ) -> None:
+        write_table(
+            self.out, path, table, Stamp(stage, input_key, result_fingerprint(input_key, force), inputs, stats)
+        )
 
     def failure_path(self, stage: str, unit: str) -> str:
         return self.out.path("failures", stage, f"{unit}.json")
@@ -111,8 +127,14 @@ class Workspace:
             result.seconds = time.perf_counter() - started
             self.out.write_json(
                 self.failure_path(result.stage, result.unit),
-                {"video_id": result.unit, "stage": result.stage, "error_type": result.error_type,
-                 "message": result.message, "source": source, "traceback": traceback.format_exc(limit=5)},
+                {
+                    "video_id": result.unit,
+                    "stage": result.stage,
+                    "error_type": result.error_type,
+                    "message": result.message,
+                    "source": source,
+                    "traceback": traceback.format_exc(limit=5),
+                },
             )
             return result
         self.out.remove(self.failure_path(result.stage, result.unit))
@@ -120,14 +142,58 @@ class Workspace:
         result.seconds = time.perf_counter() - started
         return result
 
+    def _video_plan(self, stage: VideoStage, video: VideoInput) -> tuple[str, str, dict[str, str]] | None:
+        """(output path, input key, input fingerprints) of one video in one stage; None while inputs are missing."""
+        inputs = self.video_inputs(stage, video)
+        if inputs is None:
+            return None
+        key = self._input_key(stage.name, stage.version, stage.config_sections, inputs)
+        return self.out.stage_file(stage.name, video.video_id), key, inputs
+
+    def _pack_plan(self, topic: str, videos: list[VideoInput]) -> tuple[str, str, dict[str, Any], list] | None:
+        ready = []
+        for video in videos:
+            stamp = read_stamp(self.out, self.out.stage_file(PACK_INPUT, video.video_id))
+            if stamp is not None:
+                ready.append((video, stamp.fingerprint))
+        if not ready:
+            return None
+        inputs = {"topic": topic, "fragments": [[v.video_id, v.source, fingerprint] for v, fingerprint in ready]}
+        key = self._input_key(PACK_STAGE, PACK_VERSION, ("pack",), inputs)
+        return self.out.stage_file(PACK_STAGE, topic_id(topic)), key, inputs, [v for v, _ in ready]
+
+    def _shards_plan(self, topics: list[str]) -> tuple[str, dict[str, Any]] | None:
+        packs = [(topic_id(t), read_stamp(self.out, self.out.stage_file(PACK_STAGE, topic_id(t)))) for t in topics]
+        inputs = {"packs": [[unit, stamp.fingerprint] for unit, stamp in packs if stamp is not None]}
+        if not inputs["packs"]:
+            return None
+        return self._input_key(SHARDS_STAGE, SHARDS_VERSION, ("shards",), inputs), inputs
+
+    def _shards_current(self, input_key: str) -> bool:
+        index = read_index(self.out)
+        return index is not None and index.get("input_key") == input_key
+
+    def up_to_date(self, videos: list[VideoInput], topics: dict[str, list[VideoInput]]) -> bool:
+        """True when every unit of every stage is done with its current inputs: a run would only skip."""
+        for stage in STAGES_BY_NAME.values():
+            for video in videos:
+                plan = self._video_plan(stage, video)
+                if plan is None or not self.is_current(plan[0], plan[1]):
+                    return False
+        for topic, members in topics.items():
+            plan = self._pack_plan(topic, members)
+            if plan is None or not self.is_current(plan[0], plan[1]):
+                return False
+        shards = self._shards_plan(list(topics))
+        return shards is not None and self._shards_current(shards[0])
+
     def run_video_stage(self, stage_name: str, video: VideoInput, force: bool = False) -> UnitResult:
         stage = STAGES_BY_NAME[stage_name]
         result = UnitResult(stage.name, video.video_id, "blocked")
-        inputs = self.video_inputs(stage, video)
-        if inputs is None:
+        plan = self._video_plan(stage, video)
+        if plan is None:
             return result
-        path = self.out.stage_file(stage.name, video.video_id)
-        input_key = self._input_key(stage.name, stage.version, stage.config_sections, inputs)
+        path, input_key, inputs = plan
         result.media_seconds = self.duration(video.video_id)
         if not force and self.is_current(path, input_key):
             result.status = "skipped"
@@ -137,8 +203,9 @@ class Workspace:
         def work() -> StageOutput:
             tables = {name: read_table(self.out, self.out.stage_file(name, video.video_id)) for name in stage.inputs}
             output = stage.run(VideoWork(video, tables, self.config))
-            table = rows_to_table(output.rows, stage.schema)
-            self._write(stage.name, path, table, input_key, inputs, output.stats, force)
+            self._write(
+                stage.name, path, rows_to_table(output.rows, stage.schema), input_key, inputs, output.stats, force
+            )
             return output
 
         result = self._record(result, video.source, started, work)
@@ -151,18 +218,12 @@ class Workspace:
         return float(stamp.stats.get("duration", 0.0)) if stamp else 0.0
 
     def run_pack(self, topic: str, videos: list[VideoInput], force: bool = False) -> UnitResult:
-        unit = topic_id(topic)
-        result = UnitResult(PACK_STAGE, unit, "blocked")
-        ready = [v for v in videos if read_stamp(self.out, self.out.stage_file(PACK_INPUT, v.video_id)) is not None]
-        if not ready:
-            self.out.remove(self.out.stage_file(PACK_STAGE, unit))
+        result = UnitResult(PACK_STAGE, topic_id(topic), "blocked")
+        plan = self._pack_plan(topic, videos)
+        if plan is None:
+            self.out.remove(self.out.stage_file(PACK_STAGE, topic_id(topic)))
             return result
-        inputs = {
-            v.video_id: read_stamp(self.out, self.out.stage_file(PACK_INPUT, v.video_id)).fingerprint for v in ready
-        }
-        ordered = [[v.video_id, v.source, inputs[v.video_id]] for v in ready]
-        input_key = self._input_key(PACK_STAGE, PACK_VERSION, ("pack",), {"fragments": ordered, "topic": topic})
-        path = self.out.stage_file(PACK_STAGE, unit)
+        path, input_key, inputs, ready = plan
         result.media_seconds = sum(self.duration(v.video_id) for v in ready)
         if not force and self.is_current(path, input_key):
             result.status = "skipped"
@@ -174,22 +235,21 @@ class Workspace:
                 (v, read_table(self.out, self.out.stage_file(PACK_INPUT, v.video_id)).to_pylist()) for v in ready
             ]
             output = pack.run(topic, fragments, self.config.pack)
-            table = rows_to_table(output.rows, schemas.PACK)
-            self._write(PACK_STAGE, path, table, input_key, {"fragments": ordered}, output.stats, force)
+            self._write(
+                PACK_STAGE, path, rows_to_table(output.rows, schemas.PACK), input_key, inputs, output.stats, force
+            )
             return output
 
         return self._record(result, topic, started, work)
 
     def run_shards(self, topics: list[str], force: bool = False) -> UnitResult:
         result = UnitResult(SHARDS_STAGE, "all", "blocked")
-        packs = [(topic_id(t), read_stamp(self.out, self.out.stage_file(PACK_STAGE, topic_id(t)))) for t in topics]
-        inputs = {"packs": [[unit, stamp.fingerprint] for unit, stamp in packs if stamp is not None]}
-        if not inputs["packs"]:
+        plan = self._shards_plan(topics)
+        if plan is None:
             return result
-        input_key = self._input_key(SHARDS_STAGE, SHARDS_VERSION, ("shards",), inputs)
-        index = read_index(self.out)
-        if not force and index is not None and index.get("input_key") == input_key:
-            result.status, result.stats = "skipped", {"shards": len(index["shards"])}
+        input_key, inputs = plan
+        if not force and self._shards_current(input_key):
+            result.status = "skipped"
             return result
         started = time.perf_counter()
 
@@ -199,18 +259,24 @@ class Workspace:
                 for unit, _ in inputs["packs"]
                 for row in read_table(self.out, self.out.stage_file(PACK_STAGE, unit)).to_pylist()
             )
-            fingerprint = digest([input_key, time.time_ns()]) if force else input_key
-            stamp = Stamp(SHARDS_STAGE, input_key, fingerprint, inputs)
-            rows = resolve_images(samples, self._keyframe_bytes)
+            stamp = Stamp(SHARDS_STAGE, input_key, result_fingerprint(input_key, force), inputs)
+            rows = resolve_images(samples, self._keyframe_reader())
             written = write_shards(self.out, rows, self.config.shards.target_bytes, stamp)
             return StageOutput(rows=[], stats={"shards": len(written), "samples": sum(s["samples"] for s in written)})
 
         return self._record(result, "shards", started, work)
 
-    @lru_cache(maxsize=8)  # noqa: B019 - one workspace per run; caches the keyframes of the videos being joined
-    def _keyframes_of(self, video_id: str) -> dict[int, bytes]:
-        table = read_table(self.out, self.out.stage_file("keyframes", video_id)).select(["keyframe_id", "jpeg"])
-        return dict(zip(table["keyframe_id"].to_pylist(), table["jpeg"].to_pylist(), strict=True))
+    def _keyframe_reader(self) -> Callable[[str, int], bytes]:
+        """JPEG bytes by (video, keyframe); samples visit videos in input order, so one video is held at a time."""
+        held: dict[str, dict[int, bytes]] = {}
 
-    def _keyframe_bytes(self, video_id: str, keyframe_id: int) -> bytes:
-        return self._keyframes_of(video_id)[keyframe_id]
+        def keyframe_bytes(video_id: str, keyframe_id: int) -> bytes:
+            if video_id not in held:
+                held.clear()
+                table = read_table(self.out, self.out.stage_file("keyframes", video_id)).select(
+                    ["keyframe_id", "jpeg"]
+                )
+                held[video_id] = dict(zip(table["keyframe_id"].to_pylist(), table["jpeg"].to_pylist(), strict=True))
+            return held[video_id][keyframe_id]
+
+        return keyframe_bytes

@@ -32,11 +32,24 @@ VIDEO_STAGES: tuple[VideoStage, ...] = (
     VideoStage("probe", probe.VERSION, (), ("probe",), schemas.PROBE, probe.run, uses_source=True),
     VideoStage("asr", asr.VERSION, ("probe",), ("asr",), schemas.ASR, asr.run, uses_source=True),
     VideoStage("clips", clips.VERSION, ("probe", "asr"), ("clips",), schemas.CLIPS, clips.run),
-    VideoStage("keyframes", keyframes.VERSION, ("probe", "clips"), ("keyframes",), schemas.KEYFRAMES, keyframes.run,
-               uses_source=True),
+    VideoStage(
+        "keyframes",
+        keyframes.VERSION,
+        ("probe", "clips"),
+        ("keyframes",),
+        schemas.KEYFRAMES,
+        keyframes.run,
+        uses_source=True,
+    ),
     VideoStage("ocr", ocr.VERSION, ("keyframes",), ("ocr",), schemas.OCR, ocr.run),
-    VideoStage("interleave", interleave.VERSION, ("clips", "keyframes", "ocr"), ("interleave",), schemas.INTERLEAVE,
-               interleave.run),
+    VideoStage(
+        "interleave",
+        interleave.VERSION,
+        ("clips", "keyframes", "ocr"),
+        ("interleave",),
+        schemas.INTERLEAVE,
+        interleave.run,
+    ),
 )
 STAGES_BY_NAME = {stage.name: stage for stage in VIDEO_STAGES}
 

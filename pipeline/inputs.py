@@ -79,7 +79,7 @@ def _read_manifest(path: Path) -> list[tuple[str, str | None]]:
         raise InputError(f"manifest {path} has no 'path' column (columns: {', '.join(table.column_names)})")
     paths = table["path"].to_pylist()
     topics = table["topic"].to_pylist() if "topic" in table.column_names else [None] * len(paths)
-    return [(_local(str(p), base), str(t) if t is not None else None) for p, t in zip(paths, topics) if p]
+    return [(_local(str(p), base), str(t) if t is not None else None) for p, t in zip(paths, topics, strict=True) if p]
 
 
 def _local(entry: str, base: Path) -> str:

@@ -29,8 +29,14 @@ def interleave_video(
             text = ocr_by_keyframe.get(keyframe["keyframe_id"], "")
             clip_ocr.append(text)
             positions.append(
-                {**span, "kind": "image", "image_name": keyframe["name"], "keyframe_id": keyframe["keyframe_id"],
-                 "text": None, "text_ocr": text}
+                {
+                    **span,
+                    "kind": "image",
+                    "image_name": keyframe["name"],
+                    "keyframe_id": keyframe["keyframe_id"],
+                    "text": None,
+                    "text_ocr": text,
+                }
             )
         speech = clip["asr"].strip()
         if speech:

@@ -81,7 +81,8 @@ def run(work: VideoWork) -> StageOutput:
     probe = work.inputs["probe"].to_pylist()[0]
     clips = work.inputs["clips"].to_pylist()
     rows = list(
-        extract_keyframes(work.video.source, work.video.video_id, probe["width"], probe["height"], clips,
-                          work.config.keyframes)
+        extract_keyframes(
+            work.video.source, work.video.video_id, probe["width"], probe["height"], clips, work.config.keyframes
+        )
     )
     return StageOutput(rows=rows, stats={"keyframes": len(rows)})

@@ -44,8 +44,12 @@ def _clips(video: VideoInput, fragment: list[dict[str, Any]], cfg: PackConfig) -
         texts = [row["text"] for row in rows if row["kind"] == "text"]
         yield {
             "video": video,
-            "span": {"video_id": video.video_id, "clip_id": clip_id, "start": rows[0]["clip_start"],
-                     "end": rows[0]["clip_end"]},
+            "span": {
+                "video_id": video.video_id,
+                "clip_id": clip_id,
+                "start": rows[0]["clip_start"],
+                "end": rows[0]["clip_end"],
+            },
             "rows": rows,
             "images": sum(row["kind"] == "image" for row in rows),
             "tokens": count_tokens(cfg.tokenizer, texts),

@@ -53,8 +53,10 @@ def describe_shard(path: str, limit: int, width: int = 100) -> Iterator[str]:
     for index, sample in enumerate(table.slice(0, limit).to_pylist()):
         metadata = json.loads(sample["metadata"])
         videos = ", ".join(video["video_id"] for video in metadata["videos"])
-        yield (f"\n#{index} topic={metadata['topic']} videos=[{videos}] images={sample['image_num']} "
-               f"texts={sample['text_num']} tokens={sample['token_num']}")
+        yield (
+            f"\n#{index} topic={metadata['topic']} videos=[{videos}] images={sample['image_num']} "
+            f"texts={sample['text_num']} tokens={sample['token_num']}"
+        )
         for image, text in zip(sample["images"], sample["texts"], strict=True):
             if image is not None:
                 yield f"  [image {image['path']} {len(image['bytes']) // 1024} KiB]"

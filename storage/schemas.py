@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-WORD = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("word", pa.string()), ("probability", pa.float64())])
+WORD = pa.struct(
+    [("start", pa.float64()), ("end", pa.float64()), ("word", pa.string()), ("probability", pa.float64())]
+)
 BOX = pa.list_(pa.list_(pa.float64()))
 
 INPUTS = pa.schema(

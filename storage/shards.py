@@ -27,7 +27,9 @@ def resolve_images(
     """Pack rows with image references turned into shard rows with the JPEG bytes inside."""
     for sample in samples:
         images = [
-            None if ref is None else {"bytes": keyframe_bytes(ref["video_id"], ref["keyframe_id"]), "path": ref["name"]}
+            None
+            if ref is None
+            else {"bytes": keyframe_bytes(ref["video_id"], ref["keyframe_id"]), "path": ref["name"]}
             for ref in sample["images"]
         ]
         yield {**{key: sample[key] for key in SHARD.names if key != "images"}, "images": images}

@@ -42,7 +42,9 @@ class Stamp:
         return cls(**json.loads(raw))
 
 
-def write_table(out: OutDir, path: str, table: pa.Table, stamp: Stamp | None = None, extra: dict | None = None) -> None:
+def write_table(
+    out: OutDir, path: str, table: pa.Table, stamp: Stamp | None = None, extra: dict | None = None
+) -> None:
     """Write `table` to `path` atomically, with its stamp and any extra schema metadata."""
     metadata = dict(table.schema.metadata or {})
     if stamp is not None:

@@ -28,7 +28,13 @@ class RapidOcrBackend:
         lines = []
         for box, text, confidence in found or []:
             if float(confidence) >= self.min_confidence and text.strip():
-                lines.append({"text": text.strip(), "box": [[float(x), float(y)] for x, y in box], "confidence": float(confidence)})
+                lines.append(
+                    {
+                        "text": text.strip(),
+                        "box": [[float(x), float(y)] for x, y in box],
+                        "confidence": float(confidence),
+                    }
+                )
         return lines
 
 
