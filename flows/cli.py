@@ -48,9 +48,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _process(out: str, config: PipelineConfig, stages: list[str], video_ids: list[str] | None, force: bool) -> int:
-    from flows.process import process_with_runner
+    from flows.process import process
 
-    summary = process_with_runner(out, config, stages, video_ids, force)
+    summary = process(out, config, stages, video_ids, force)
     print_summary(summary)
     return 0 if summary["samples"] else EXIT_NOTHING_PRODUCED
 

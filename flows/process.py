@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -9,13 +10,14 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
+from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from configs import PipelineConfig, parse_config
 from flows.run_files import RunFiles, StageReport
 from flows.units import UnitResult, Workspace, topic_id, topics_in_order
-from pipeline.dag import PACK_STAGE, SHARDS_STAGE, VIDEO_STAGES
+from pipeline.dag import ALL_STAGES, PACK_STAGE, SHARDS_STAGE, VIDEO_STAGES
 from pipeline.records import VideoInput
 
 
@@ -84,10 +86,32 @@ def process_flow(
     return files.finish(workspace, videos, reports, time.perf_counter() - started)
 
 
-def process_with_runner(
+def quiet_task_logs_on_console() -> None:
+    """Per-task "Finished" lines would tear the progress bars apart; they still reach the API and the UI."""
+    for name in ("", "prefect"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(
+                    lambda record: record.name != "prefect.task_runs" or record.levelno >= logging.WARNING
+                )
+
+
+def process(
     out: str, config: PipelineConfig, stages: list[str], video_ids: list[str] | None = None, force: bool = False
 ) -> dict[str, Any]:
-    """Run `process_flow` with a thread pool sized by `run.workers`, so videos of one stage run side by side."""
+    """Run `process_flow` with a thread pool sized by `run.workers`, so videos of one stage run side by side.
+
+    When every unit is already done, Prefect is not started at all: a finished run answers in a second.
+    """
+    files = RunFiles.open(out)
+    workspace = Workspace(files.out, config)
+    videos = files.read_inputs()
+    whole_run = set(stages) == set(ALL_STAGES) and video_ids is None
+    if whole_run and not force and workspace.up_to_date(videos, topics_in_order(videos)):
+        print("every stage is up to date: nothing to run")
+        return files.finish(workspace, videos, [], 0.0)
+    if config.run.progress:
+        quiet_task_logs_on_console()
     runner = ThreadPoolTaskRunner(max_workers=config.run.workers)
     configured = process_flow.with_options(task_runner=runner)
     return configured(out=out, config=config.model_dump(mode="json"), stages=stages, video_ids=video_ids, force=force)
