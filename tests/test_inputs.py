@@ -1,0 +1,66 @@
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.inputs import InputError, resolve_inputs, sanitize_id
+from storage.outdir import OutDir
+from tests.conftest import LECTURE, PART2
+
+
+def test_folder_is_sorted_non_recursive_and_lists_what_it_ignores(tmp_path: Path, config):
+    shutil.copy(PART2, tmp_path / "b.mp4")
+    shutil.copy(LECTURE, tmp_path / "a.MP4")
+    (tmp_path / "readme.txt").write_text("x")
+    (tmp_path / "sub").mkdir()
+    shutil.copy(PART2, tmp_path / "sub" / "c.mp4")
+    resolved = resolve_inputs(tmp_path, config.input)
+    assert [v.video_id for v in resolved.videos] == ["a", "b"]
+    assert {Path(p).name for p in resolved.ignored} == {"readme.txt", "sub"}
+    assert {v.topic for v in resolved.videos} == {sanitize_id(tmp_path.name)}
+
+
+def test_txt_manifest_paths_relative_to_it(tmp_path: Path, config):
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"# lecture list\n{LECTURE}\n\n../{tmp_path.name}/x.mp4\n")
+    resolved = resolve_inputs(manifest, config.input)
+    assert [v.source for v in resolved.videos] == [str(LECTURE), str(tmp_path / f"../{tmp_path.name}/x.mp4")]
+    assert [v.topic for v in resolved.videos] == ["list", "list"]
+
+
+def test_csv_and_parquet_manifests_carry_topics(tmp_path: Path, config):
+    csv = tmp_path / "m.csv"
+    csv.write_text(f"path,topic\n{LECTURE},Linear Regression\n{PART2},Gradient Descent\n")
+    table = pa.table({"path": [str(LECTURE), str(PART2)]})
+    pq.write_table(table, tmp_path / "m.parquet")
+    from_csv = resolve_inputs(csv, config.input).videos
+    assert [v.topic for v in from_csv] == ["Linear_Regression", "Gradient_Descent"]
+    assert [v.topic for v in resolve_inputs(tmp_path / "m.parquet", config.input).videos] == ["m", "m"]
+
+
+def test_manifest_without_path_column(tmp_path: Path, config):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("url\nx\n")
+    with pytest.raises(InputError, match="'path' column"):
+        resolve_inputs(csv, config.input)
+
+
+def test_ids_are_safe_and_unique(tmp_path: Path, config):
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("../../etc/pa ss wd.mp4\n/tmp/a/lecture.mp4\n/tmp/b/lecture.mp4\n/x/...mp4\n")
+    ids = [v.video_id for v in resolve_inputs(manifest, config.input).videos]
+    assert ids[0] == "pa_ss_wd"
+    assert ids[1] == "lecture" and ids[2].startswith("lecture-") and len(ids[2]) == len("lecture-") + 8
+    assert ids[3] == "video"
+    out = OutDir(tmp_path / "out")
+    for video_id in ids:
+        assert out.stage_file("probe", video_id).startswith(str(tmp_path / "out") + "/")
+    with pytest.raises(ValueError):
+        out.path("stages", "..", "x")
+
+
+def test_missing_input(config):
+    with pytest.raises(InputError, match="not found"):
+        resolve_inputs("/nonexistent/folder", config.input)
