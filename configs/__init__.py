@@ -10,4 +10,12 @@ from configs.schema import (
     parse_config,
 )
 
-__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "ConfigError", "PipelineConfig", "dump_config", "load_config", "parse_config"]
+__all__ = [
+    "CONFIG_DIR",
+    "DEFAULT_CONFIG",
+    "ConfigError",
+    "PipelineConfig",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]

@@ -26,6 +26,20 @@ class InputConfig(Section):
     video_extensions: list[str]
 
 
+class DownloadConfig(Section):
+    format: str = Field(description="yt-dlp format selector")
+    attempts: int = Field(ge=1, description="tries for transient failures (HTTP 429/5xx, timeouts)")
+    backoff_seconds: float = Field(ge=0, description="wait before retry n is backoff_seconds * 2**n")
+    concurrent: int = Field(ge=1, description="downloads at once per process")
+    rate_limit_bytes_per_second: int | None = Field(ge=1)
+    max_filesize_mb: float | None = Field(gt=0)
+    socket_timeout_seconds: float = Field(gt=0)
+    cookiefile: str | None
+    proxy: str | None
+    media_dir: str | None = Field(description="where downloads go; default OUT/media (OUT must then be local)")
+    keep_media: bool = Field(description="false: delete a downloaded video once every stage reading it is done")
+
+
 class ProbeConfig(Section):
     require_audio: bool
     min_duration_seconds: float = Field(ge=0)
@@ -83,8 +97,43 @@ class RunConfig(Section):
     progress: bool
 
 
+class TransformersLlmConfig(Section):
+    device: str
+    dtype: Literal["float32", "bfloat16", "float16"]
+    model_cache_dir: str = Field(description="a GGUF model is converted once to safetensors here")
+
+
+class OpenAiLlmConfig(Section):
+    base_url: str = Field(description="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 of `vllm serve`")
+    api_key_env: str | None = Field(description="the environment variable holding the key; the key is never in a config")
+    timeout_seconds: float = Field(gt=0)
+
+
+class VllmLlmConfig(Section):
+    tensor_parallel_size: int = Field(ge=1)
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    max_model_len: int | None = Field(ge=1)
+    dtype: str
+
+
+class LlmConfig(Section):
+    backend: Literal["transformers", "openai", "vllm"]
+    model: str = Field(description="pkg:<module>/<file.gguf>, a local path, a hub name, or the name a server serves")
+    max_new_tokens: int = Field(ge=1)
+    temperature: float = Field(ge=0, description="0 = greedy: the same prompt gives the same answer")
+    top_p: float = Field(gt=0, le=1)
+    seed: int
+    batch_size: int = Field(ge=1, description="prompts generated at once (requests in flight for openai)")
+    max_retries: int = Field(ge=0, description="re-asks with the validation error when a JSON answer is invalid")
+    cache_path: str | None = Field(description="SQLite file of answered calls, so no call is paid twice; null = none")
+    transformers: TransformersLlmConfig
+    openai: OpenAiLlmConfig
+    vllm: VllmLlmConfig
+
+
 class PipelineConfig(Section):
     input: InputConfig
+    download: DownloadConfig
     probe: ProbeConfig
     asr: AsrConfig
     clips: ClipsConfig
@@ -94,6 +143,7 @@ class PipelineConfig(Section):
     pack: PackConfig
     shards: ShardsConfig
     run: RunConfig
+    llm: LlmConfig
 
 
 class ConfigError(ValueError):

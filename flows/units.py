@@ -9,6 +9,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow as pa
 from configs import PipelineConfig
 from pipeline import pack
 from pipeline.dag import PACK_INPUT, PACK_STAGE, PACK_VERSION, SHARDS_STAGE, STAGES_BY_NAME, VideoStage
+from pipeline.download import is_url
 from pipeline.inputs import sanitize_id
 from pipeline.records import StageOutput, VideoInput, VideoWork
 from storage import schemas
@@ -43,7 +45,10 @@ class UnitResult:
 
 
 def source_fingerprint(path: str) -> str:
-    """Content identity of a source video from its size and first and last MiB: cheap even for long videos."""
+    """Content identity of a source video from its size and first and last MiB: cheap even for long videos.
+    A URL is identified by itself: what it serves is pinned by the download stage's result."""
+    if is_url(path):
+        return digest(path)
     if not os.path.isfile(path):
         return "missing"
     size = os.path.getsize(path)
@@ -202,7 +207,7 @@ class Workspace:
 
         def work() -> StageOutput:
             tables = {name: read_table(self.out, self.out.stage_file(name, video.video_id)) for name in stage.inputs}
-            output = stage.run(VideoWork(video, tables, self.config))
+            output = stage.run(VideoWork(video, tables, self.config, self.media_dir))
             self._write(
                 stage.name, path, rows_to_table(output.rows, stage.schema), input_key, inputs, output.stats, force
             )
@@ -211,7 +216,23 @@ class Workspace:
         result = self._record(result, video.source, started, work)
         if stage.name == "probe" and result.status == "done":
             result.media_seconds = result.stats["duration"]
+        if stage.reads_media and result.status == "done" and not self.config.download.keep_media:
+            self._release_media(video)
         return result
+
+    @property
+    def media_dir(self) -> Path | None:
+        return Path(self.out.root) / "media" if self.out.is_local else None
+
+    def _release_media(self, video: VideoInput) -> None:
+        """Delete a downloaded video once every stage that reads it is current (`keep_media: false`)."""
+        for stage in (stage for stage in STAGES_BY_NAME.values() if stage.reads_media):
+            plan = self._video_plan(stage, video)
+            if plan is None or not self.is_current(plan[0], plan[1]):
+                return
+        record = read_table(self.out, self.out.stage_file("download", video.video_id)).to_pylist()[0]
+        if record["downloaded"] and os.path.exists(record["path"]):
+            os.remove(record["path"])
 
     def duration(self, video_id: str) -> float:
         stamp = read_stamp(self.out, self.out.stage_file("probe", video_id))

@@ -9,6 +9,6 @@ VERSION = 1
 
 
 def run(work: VideoWork) -> StageOutput:
-    segments = load_asr(work.config.asr).transcribe(work.video.source)
+    segments = load_asr(work.config.asr).transcribe(work.media_path)
     words = sum(len(segment["words"]) for segment in segments)
     return StageOutput(rows=segments, stats={"segments": len(segments), "words": words})

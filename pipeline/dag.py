@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline import asr, clips, interleave, keyframes, ocr, pack, probe
+from pipeline import asr, clips, download, interleave, keyframes, ocr, pack, probe
 from pipeline.records import StageOutput, VideoWork
 from storage import schemas
 
@@ -26,21 +26,23 @@ class VideoStage:
     schema: pa.Schema
     run: Callable[[VideoWork], StageOutput]
     uses_source: bool = False
+    reads_media: bool = False
 
 
 VIDEO_STAGES: tuple[VideoStage, ...] = (
-    VideoStage("probe", probe.VERSION, (), ("probe",), schemas.PROBE, probe.run, uses_source=True),
-    VideoStage("asr", asr.VERSION, ("probe",), ("asr",), schemas.ASR, asr.run, uses_source=True),
+    VideoStage("download", download.VERSION, (), ("download",), schemas.DOWNLOAD, download.run, uses_source=True),
+    VideoStage("probe", probe.VERSION, ("download",), ("probe",), schemas.PROBE, probe.run, reads_media=True),
+    VideoStage("asr", asr.VERSION, ("download", "probe"), ("asr",), schemas.ASR, asr.run, reads_media=True),
     VideoStage("clips", clips.VERSION, ("probe", "asr"), ("clips",), schemas.CLIPS, clips.run),
     VideoStage(
         "keyframes",
         keyframes.VERSION,
-        ("probe", "clips"),
+        ("download", "probe", "clips"),
         ("keyframes",),
         schemas.KEYFRAMES,
         keyframes.run,
-        uses_source=True,
-    ),
+        reads_media=True,
+    ),  # fmt: skip
     VideoStage("ocr", ocr.VERSION, ("keyframes",), ("ocr",), schemas.OCR, ocr.run),
     VideoStage(
         "interleave",
@@ -49,7 +51,7 @@ VIDEO_STAGES: tuple[VideoStage, ...] = (
         ("interleave",),
         schemas.INTERLEAVE,
         interleave.run,
-    ),
+    ),  # fmt: skip
 )
 STAGES_BY_NAME = {stage.name: stage for stage in VIDEO_STAGES}
 

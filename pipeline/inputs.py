@@ -1,7 +1,8 @@
 """Turn `--input PATH` (a video, a folder, or a .txt/.csv/.parquet manifest) into ordered video inputs.
 
-A `video_id` comes from the file name, reduced to `[A-Za-z0-9._-]`; a collision gets a short hash of the
-source added, so two inputs never share files and no name can reach outside OUT.
+Manifest entries may be http(s) URLs, fetched by the download stage. A `video_id` comes from the file name (or
+the URL), reduced to `[A-Za-z0-9._-]`; a collision gets a short hash of the source added, so two inputs never
+share files and no name can reach outside OUT.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from configs.schema import InputConfig
+from pipeline.download import is_url
 from pipeline.records import VideoInput
 
 MANIFEST_SUFFIXES = {".txt", ".csv", ".parquet"}
@@ -36,6 +39,14 @@ def sanitize_id(name: str) -> str:
     """A file-system-safe id: allowed characters only, starting with a letter or digit, never empty."""
     cleaned = _UNSAFE.sub("_", name).strip("._-")[:MAX_ID_LENGTH].strip("._-")
     return cleaned or "video"
+
+
+def url_stem(url: str) -> str:
+    """A readable name for a URL: YouTube's `v=` id, else the last path component without its extension."""
+    parsed = urlparse(url)
+    if video := parse_qs(parsed.query).get("v"):
+        return video[0]
+    return Path(parsed.path).stem or parsed.netloc
 
 
 def _short_hash(text: str) -> str:
@@ -83,7 +94,9 @@ def _read_manifest(path: Path) -> list[tuple[str, str | None]]:
 
 
 def _local(entry: str, base: Path) -> str:
-    """Relative manifest paths are relative to the manifest's folder."""
+    """Relative manifest paths are relative to the manifest's folder; URLs stay as they are."""
+    if is_url(entry):
+        return entry
     candidate = Path(entry).expanduser()
     return str(candidate if candidate.is_absolute() else base / candidate)
 
@@ -92,7 +105,7 @@ def _assign_ids(entries: list[tuple[str, str | None]], default_topic: str) -> li
     videos: list[VideoInput] = []
     taken: set[str] = set()
     for order, (source, topic) in enumerate(entries):
-        video_id = sanitize_id(Path(source).stem)
+        video_id = sanitize_id(url_stem(source) if is_url(source) else Path(source).stem)
         if video_id in taken:
             video_id = f"{video_id[: MAX_ID_LENGTH - 9]}-{_short_hash(source + str(order))}"
         taken.add(video_id)

@@ -82,7 +82,7 @@ def run(work: VideoWork) -> StageOutput:
     clips = work.inputs["clips"].to_pylist()
     rows = list(
         extract_keyframes(
-            work.video.source, work.video.video_id, probe["width"], probe["height"], clips, work.config.keyframes
+            work.media_path, work.video.video_id, probe["width"], probe["height"], clips, work.config.keyframes
         )
     )
     return StageOutput(rows=rows, stats={"keyframes": len(rows)})

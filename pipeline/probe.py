@@ -60,5 +60,5 @@ def _duration(container: av.container.InputContainer, video: av.video.stream.Vid
 
 
 def run(work: VideoWork) -> StageOutput:
-    record = probe_video(work.video.source, work.config.probe)
+    record = probe_video(work.media_path, work.config.probe)
     return StageOutput(rows=[{"video_id": work.video.video_id, **record}], stats={"duration": record["duration"]})

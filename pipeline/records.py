@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -30,8 +31,15 @@ class StageOutput:
 
 @dataclass(frozen=True)
 class VideoWork:
-    """What a per-video stage is given: its video, its upstream tables by stage name, and the config."""
+    """What a per-video stage is given: its video, its upstream tables by stage name, the config, and the local
+    folder downloads go to."""
 
     video: VideoInput
     inputs: dict[str, pa.Table]
     config: PipelineConfig
+    media_dir: Path | None = None
+
+    @property
+    def media_path(self) -> str:
+        """The local video file: the input itself, or what the download stage fetched."""
+        return self.inputs["download"]["path"][0].as_py()

@@ -18,6 +18,19 @@ INPUTS = pa.schema(
     ]
 )
 
+DOWNLOAD = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("path", pa.string()),
+        ("downloaded", pa.bool_()),
+        ("url", pa.string()),
+        ("title", pa.string()),
+        ("channel", pa.string()),
+        ("license", pa.string()),
+        ("size_bytes", pa.int64()),
+    ]
+)
+
 PROBE = pa.schema(
     [
         ("video_id", pa.string()),
