@@ -85,3 +85,11 @@ def mixed_folder(tmp_path: Path, bad_videos: dict[str, Path]) -> Path:
         shutil.copy(path, folder / path.name)
     (folder / "notes.txt").write_text("not a video")
     return folder
+
+
+@pytest.fixture()
+def media_server():
+    from tests.media_server import MediaServer
+
+    with MediaServer(DATA) as server:
+        yield server
