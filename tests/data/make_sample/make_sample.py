@@ -22,7 +22,7 @@ import tempfile
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE.parent
 
 WIDTH, HEIGHT = 640, 360
-FPS = 10
+FPS = 15
 SAMPLE_RATE = 16_000
 CRF = 30
 GOP_SECONDS = 5
@@ -45,9 +45,11 @@ WORDS_PER_MINUTE = 150
 LEAD_IN = 0.6  # silence between a segment appearing and its first sentence
 SENTENCE_GAP = 0.45  # silence between two sentences of one segment
 TAIL = 0.6  # minimum silence after the last sentence before the next segment
-TIME_GRID = 0.5  # segment boundaries are rounded up to this grid (a whole number of frames)
+TIME_GRID = 0.2  # segment boundaries are rounded up to this grid; must be a whole number of frames
 
-ZOOM_FROM, ZOOM_TO = 1.0, 1.25
+ZOOM_FROM, ZOOM_TO = 1.0, 1.05
+WORD_SPACING = 0.35  # gap between words of body text, in em (the font's own space is ~0.22 em)
+TITLE_SPACING = 0.22  # the same for titles (36 px and up), where wide gaps split OCR boxes
 SUPERSAMPLE = 2  # diagram and talking head are drawn at this multiple and downscaled
 
 BACKGROUND = (255, 255, 255)
@@ -61,10 +63,35 @@ Frame = Image.Image
 Renderer = Callable[[float], Frame]  # progress in [0, 1) within the segment -> RGB frame
 
 
-@lru_cache(maxsize=None)
+@cache
 def font(size: int) -> ImageFont.FreeTypeFont:
     """Return Pillow's bundled scalable font (Aileron Regular) at ``size`` pixels."""
     return ImageFont.load_default(size=size)  # type: ignore[return-value]
+
+
+def draw_text(
+    draw: ImageDraw.ImageDraw,
+    xy: tuple[float, float],
+    text: str,
+    size: int,
+    fill: tuple[int, int, int],
+    anchor: str = "la",
+) -> None:
+    """Draw ``text`` like ``ImageDraw.text`` but with wider gaps between words.
+
+    The bundled font's space is narrow (about 0.22 em); OCR engines then tend to glue words together,
+    so words are placed one by one with a gap of ``WORD_SPACING`` em. ``anchor`` is a Pillow
+    two-letter anchor; its first letter (l, m, r) aligns the whole line horizontally.
+    """
+    face = font(size)
+    words = text.split(" ")
+    gap = (WORD_SPACING if size < 36 else TITLE_SPACING) * size
+    widths = [face.getlength(word) for word in words]
+    total = sum(widths) + gap * (len(words) - 1)
+    x = xy[0] - {"l": 0.0, "m": total / 2, "r": total}[anchor[0]]
+    for word, width in zip(words, widths, strict=True):
+        draw.text((x, xy[1]), word, font=face, fill=fill, anchor="l" + anchor[1])
+        x += width + gap
 
 
 def static(image: Frame) -> Renderer:
@@ -82,7 +109,7 @@ def slide_canvas(title: str) -> tuple[Frame, ImageDraw.ImageDraw]:
     image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
     draw.rectangle((0, 0, WIDTH, 8), fill=ACCENT)
-    draw.text((36, 26), title, font=font(40), fill=TITLE)
+    draw_text(draw, (36, 26), title, 40, TITLE)
     draw.line((36, 80, WIDTH - 36, 80), fill=RULE, width=2)
     draw.rectangle((0, HEIGHT - 6, WIDTH, HEIGHT), fill=ACCENT)
     return image, draw
@@ -93,10 +120,10 @@ def title_slide(title: str, subtitle: str, note: str) -> Frame:
     image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
     draw.rectangle((0, 0, WIDTH, 8), fill=ACCENT)
-    draw.text((WIDTH / 2, 135), title, font=font(48), fill=TITLE, anchor="mm")
+    draw_text(draw, (WIDTH / 2, 135), title, 48, TITLE, anchor="mm")
     draw.line((170, 172, WIDTH - 170, 172), fill=ACCENT, width=3)
-    draw.text((WIDTH / 2, 210), subtitle, font=font(28), fill=TEXT, anchor="mm")
-    draw.text((WIDTH / 2, 255), note, font=font(24), fill=MUTED, anchor="mm")
+    draw_text(draw, (WIDTH / 2, 210), subtitle, 28, TEXT, anchor="mm")
+    draw_text(draw, (WIDTH / 2, 255), note, 24, MUTED, anchor="mm")
     draw.rectangle((0, HEIGHT - 6, WIDTH, HEIGHT), fill=ACCENT)
     return image
 
@@ -107,7 +134,7 @@ def bullet_slide(title: str, bullets: list[str]) -> Frame:
     y = 112
     for bullet in bullets:
         draw.ellipse((44, y + 8, 56, y + 20), fill=ACCENT)
-        draw.text((72, y), bullet, font=font(27), fill=TEXT)
+        draw_text(draw, (72, y), bullet, 27, TEXT)
         y += 56
     return image
 
@@ -118,11 +145,11 @@ def formula_slide(title: str, formulas: list[str], notes: list[str]) -> Frame:
     y = 104
     for formula in formulas:
         draw.rounded_rectangle((36, y, WIDTH - 36, y + 54), radius=8, fill=(240, 245, 252), outline=RULE, width=2)
-        draw.text((WIDTH / 2, y + 27), formula, font=font(30), fill=TEXT, anchor="mm")
+        draw_text(draw, (WIDTH / 2, y + 27), formula, 30, TEXT, anchor="mm")
         y += 70
     y += 6
     for note in notes:
-        draw.text((44, y), note, font=font(24), fill=MUTED)
+        draw_text(draw, (44, y), note, 24, MUTED)
         y += 38
     return image
 
@@ -140,7 +167,7 @@ def table_slide(title: str, header: list[str], rows: list[list[str]]) -> Frame:
         y = top + r * row_height + row_height / 2
         for c, cell in enumerate(cells):
             x = left + c * col_width + col_width / 2
-            draw.text((x, y), cell, font=font(26), fill=TITLE if r == 0 else TEXT, anchor="mm")
+            draw_text(draw, (x, y), cell, 26, TITLE if r == 0 else TEXT, anchor="mm")
     for r in range(len(rows) + 2):
         y = top + r * row_height
         draw.line((left, y, right, y), fill=MUTED, width=2)
@@ -166,7 +193,7 @@ def plot_diagram(title: str) -> Frame:
     image = Image.new("RGB", (WIDTH * k, HEIGHT * k), BACKGROUND)
     draw = ImageDraw.Draw(image)
     draw.rectangle((0, 0, WIDTH * k, 8 * k), fill=ACCENT)
-    draw.text((36 * k, 26 * k), title, font=font(40 * k), fill=TITLE)
+    draw_text(draw, (36 * k, 26 * k), title, 40 * k, TITLE)
     draw.line((36 * k, 80 * k, (WIDTH - 36) * k, 80 * k), fill=RULE, width=2 * k)
     draw.rectangle((0, (HEIGHT - 6) * k, WIDTH * k, HEIGHT * k), fill=ACCENT)
 
@@ -184,12 +211,12 @@ def plot_diagram(title: str) -> Frame:
         _, gy = px(0, tick)
         draw.line((gx, y0, gx, y1), fill=(235, 238, 243), width=k)
         draw.line((x0, gy, x1, gy), fill=(235, 238, 243), width=k)
-        draw.text((gx, y1 + 6 * k), str(tick), font=font(14 * k), fill=MUTED, anchor="ma")
-        draw.text((x0 - 8 * k, gy), str(tick), font=font(14 * k), fill=MUTED, anchor="rm")
+        draw_text(draw, (gx, y1 + 6 * k), str(tick), 14 * k, MUTED, anchor="ma")
+        draw_text(draw, (x0 - 8 * k, gy), str(tick), 14 * k, MUTED, anchor="rm")
     draw.line((x0, y1, x1, y1), fill=TEXT, width=2 * k)
     draw.line((x0, y0, x0, y1), fill=TEXT, width=2 * k)
-    draw.text((x1 + 10 * k, y1), "x", font=font(22 * k), fill=TEXT, anchor="lm")
-    draw.text((x0, y0 - 6 * k), "y", font=font(22 * k), fill=TEXT, anchor="md")
+    draw_text(draw, (x1 + 10 * k, y1), "x", 22 * k, TEXT, anchor="lm")
+    draw_text(draw, (x0, y0 - 6 * k), "y", 22 * k, TEXT, anchor="md")
 
     draw.line((*px(0.3, slope * 0.3 + intercept), *px(10.7, slope * 10.7 + intercept)), fill=ACCENT, width=3 * k)
     for x, y in zip(xs, ys, strict=True):
@@ -201,11 +228,11 @@ def plot_diagram(title: str) -> Frame:
 
     lx, ly = 500 * k, 130 * k  # legend
     draw.ellipse((lx, ly, lx + 12 * k, ly + 12 * k), fill=(230, 120, 40), outline=TEXT)
-    draw.text((lx + 22 * k, ly + 6 * k), "data", font=font(22 * k), fill=TEXT, anchor="lm")
+    draw_text(draw, (lx + 22 * k, ly + 6 * k), "data", 22 * k, TEXT, anchor="lm")
     draw.line((lx - 4 * k, ly + 46 * k, lx + 16 * k, ly + 46 * k), fill=ACCENT, width=3 * k)
-    draw.text((lx + 22 * k, ly + 46 * k), "fitted line", font=font(22 * k), fill=TEXT, anchor="lm")
+    draw_text(draw, (lx + 22 * k, ly + 46 * k), "fitted line", 22 * k, TEXT, anchor="lm")
     draw.line((lx + 6 * k, ly + 76 * k, lx + 6 * k, ly + 96 * k), fill=(210, 60, 50), width=k)
-    draw.text((lx + 22 * k, ly + 86 * k), "residual", font=font(22 * k), fill=TEXT, anchor="lm")
+    draw_text(draw, (lx + 22 * k, ly + 86 * k), "residual", 22 * k, TEXT, anchor="lm")
     return image
 
 
@@ -249,8 +276,8 @@ def talking_head(duration: float) -> Renderer:
 
         body_x = 320 + 0.4 * sway
         draw.ellipse(box(body_x - 150, 245 + 0.5 * bob, body_x + 150, 470), fill=(45, 70, 110))  # shoulders
-        draw.polygon([(body_x * k - 26 * k, 250 * k), (body_x * k + 26 * k, 250 * k), (body_x * k, 290 * k)],
-                     fill=(240, 240, 245))  # collar
+        collar = [((body_x - 26) * k, 250 * k), ((body_x + 26) * k, 250 * k), (body_x * k, 290 * k)]
+        draw.polygon(collar, fill=(240, 240, 245))
         draw.rectangle(box(cx - 20, cy + 55, cx + 20, cy + 95), fill=(225, 180, 150))  # neck
         draw.ellipse(box(cx - 62, cy - 78, cx + 62, cy + 78), fill=(235, 192, 160))  # face
         draw.chord(box(cx - 66, cy - 86, cx + 66, cy + 20), 180, 360, fill=(70, 50, 40))  # hair
@@ -318,6 +345,7 @@ def synthesize(sentence: str, workdir: Path, index: int) -> np.ndarray:
 
 def layout(spec: VideoSpec, workdir: Path) -> np.ndarray:
     """Assign start/end times to segments and sentences; return the mixed narration track."""
+    assert math.isclose(TIME_GRID * FPS, round(TIME_GRID * FPS)), "segment boundaries must fall on frames"
     clips: list[tuple[float, np.ndarray]] = []
     cursor = 0.0
     index = 0
@@ -333,7 +361,7 @@ def layout(spec: VideoSpec, workdir: Path) -> np.ndarray:
             segment.narration.append({"start": round(t, 3), "end": round(t + length, 3), "text": sentence})
             t += length + SENTENCE_GAP
         needed = (t - SENTENCE_GAP + TAIL - cursor) if segment.sentences else 0.0
-        duration = max(segment.min_duration, math.ceil(needed / TIME_GRID - 1e-9) * TIME_GRID)
+        duration = max(segment.min_duration, math.ceil(needed / TIME_GRID - 1e-6) * TIME_GRID)
         segment.end = cursor = round(cursor + duration, 3)
         if segment.render is None:
             segment.render = talking_head(duration)
@@ -399,12 +427,16 @@ def ground_truth(spec: VideoSpec) -> dict[str, object]:
         match = [s for s in segments if s.kind == kind]
         return {"start": match[0].start, "end": match[0].end} if match else None
 
+    zoom_stretch = stretch("zoom")
+    if zoom_stretch is not None:
+        zoom_stretch.update(scale_from=ZOOM_FROM, scale_to=ZOOM_TO)
+
     titles: list[str] = []
     for segment in segments:
         if segment.title and segment.kind != "build_step":
             titles.append(segment.title)
     narration = [line for s in segments for line in s.narration]
-    truth: dict[str, object] = {
+    return {
         "video": spec.name,
         "topic": spec.topic,
         "duration": segments[-1].end,
@@ -424,16 +456,13 @@ def ground_truth(spec: VideoSpec) -> dict[str, object]:
             for s in segments
         ],
         "slide_changes": changes,
-        "zoom": stretch("zoom"),
+        "zoom": zoom_stretch,
         "blank": stretch("blank"),
         "talking_head": stretch("talking_head"),
         "titles": titles,
         "narration": narration,
         "transcript": " ".join(str(line["text"]) for line in narration),
     }
-    if truth["zoom"] is not None:
-        truth["zoom"] = {**truth["zoom"], "scale_from": ZOOM_FROM, "scale_to": ZOOM_TO}  # type: ignore[dict-item]
-    return truth
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -442,7 +471,7 @@ def ground_truth(spec: VideoSpec) -> dict[str, object]:
 
 
 def lecture_spec() -> VideoSpec:
-    """The main ~95 s sample: an introduction to linear regression."""
+    """Describe the main ~95 s sample: an introduction to linear regression."""
     what_title = "What is Linear Regression?"
     bullets = [
         "Predict a number from input features",
@@ -544,12 +573,16 @@ def lecture_spec() -> VideoSpec:
 
 
 def part2_spec() -> VideoSpec:
-    """The second, shorter sample (~30 s): gradient descent, following on from the first video."""
+    """Describe the second, shorter sample (~30 s): gradient descent, following on from the first video."""
     rule_title = "The Update Rule"
     rules = ["w = w - lr * dL/dw", "b = b - lr * dL/db"]
     rule_notes = ["lr is the learning rate", "Repeat until the loss stops going down"]
     rate_title = "Choosing the Learning Rate"
-    rate_bullets = ["Too small: very slow progress", "Too large: the loss can blow up", "Plot the loss after each step"]
+    rate_bullets = [
+        "Too small: very slow progress",
+        "Too large: the loss can blow up",
+        "Plot the loss after each step",
+    ]
     segments = [
         Segment(
             "title", "slide", "Gradient Descent",
