@@ -26,6 +26,36 @@ class InputConfig(Section):
     video_extensions: list[str]
 
 
+class TaxonomyConfig(Section):
+    subjects: list[str] = Field(description="roots of the tree the LLM expands; empty: no collection front")
+    file: str | None = Field(description="a YAML tree or a CSV (subject,course,sub_course,knowledge_point) to use")
+    courses_per_subject: int = Field(ge=1)
+    sub_courses_per_course: int = Field(ge=1)
+    points_per_sub_course: int = Field(ge=1)
+    prompt: str = Field(description="asks for {count} {child}s of {path}")
+
+
+class SearchConfig(Section):
+    url_template: str = Field(description="yt-dlp URL with {n}, {query}, {quoted} or {slug}; ytsearch{n}:{query}")
+    query_template: str = Field(description="the query of a point: {knowledge_point}, {sub_course}, {course}, ...")
+    results_per_point: int = Field(ge=1)
+
+
+class FilterMetaConfig(Section):
+    min_duration_seconds: float = Field(ge=0)
+    max_duration_seconds: float = Field(gt=0)
+    drop_live: bool
+    drop_shorts: bool
+    languages: list[str] = Field(description="ISO 639-1 codes kept by the title/description language detector")
+    min_language_confidence: float = Field(ge=0, le=1, description="below it the detector's verdict is ignored")
+    blocked_channels: list[str]
+    blocked_keywords: list[str]
+    llm_scoring: bool
+    min_relevance: float = Field(ge=0, le=10)
+    min_knowledge_density: float = Field(ge=0, le=10)
+    prompt: str = Field(description="scores a video for {path}: {title}, {description}, {channel}")
+
+
 class DownloadConfig(Section):
     format: str = Field(description="yt-dlp format selector")
     attempts: int = Field(ge=1, description="tries for transient failures (HTTP 429/5xx, timeouts)")
@@ -133,6 +163,9 @@ class LlmConfig(Section):
 
 class PipelineConfig(Section):
     input: InputConfig
+    taxonomy: TaxonomyConfig
+    search: SearchConfig
+    filter_meta: FilterMetaConfig
     download: DownloadConfig
     probe: ProbeConfig
     asr: AsrConfig

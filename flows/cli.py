@@ -59,7 +59,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.run_files import RunFiles
 
     config = load_config(args.config)
-    inputs = resolve_inputs(args.input, config.input)
+    if args.input:
+        inputs = resolve_inputs(args.input, config.input)
+    elif config.taxonomy.subjects or config.taxonomy.file:
+        from flows.collect import collect
+
+        inputs = collect(args.out, config, args.force)
+        if not inputs.videos:
+            print("collection kept no video: nothing to process")
+            return EXIT_NOTHING_PRODUCED
+    else:
+        raise InputError("give --input, or taxonomy.subjects (or taxonomy.file) in the config to collect videos")
     for path in inputs.ignored:
         print(f"ignored (not a video): {path}")
     files = RunFiles.open(args.out)
@@ -107,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole DAG from videos to shards")
     run.add_argument("--config", default=None, help="YAML merged over configs/default.yaml")
-    run.add_argument("--input", required=True, help="a video, a folder of videos, or a .txt/.csv/.parquet manifest")
+    run.add_argument(
+        "--input",
+        help="a video, a folder, or a .txt/.csv/.parquet manifest of paths and URLs; "
+        "without it, videos are collected from the config's subjects",
+    )
     run.add_argument("--out", required=True, help="output folder or fsspec URL")
     run.add_argument("--force", action="store_true", help="recompute every stage")
     run.set_defaults(handler=cmd_run)

@@ -36,7 +36,7 @@ def shards_task(topics: list[str], workspace: Workspace, force: bool) -> UnitRes
     return workspace.run_shards(topics, force=force)
 
 
-def _gather(stage: str, futures: Sequence[PrefectFuture], progress: bool) -> StageReport:
+def gather(stage: str, futures: Sequence[PrefectFuture], progress: bool) -> StageReport:
     started = time.perf_counter()
     results: list[UnitResult] = []
     with tqdm(total=len(futures), desc=f"{stage:>10}", unit="unit", disable=not progress, leave=True) as bar:
@@ -59,15 +59,15 @@ def run_stages(
             futures = [
                 video_stage_task.submit(stage.name, video.video_id, video, workspace, force) for video in videos
             ]
-            reports.append(_gather(stage.name, futures, progress))
+            reports.append(gather(stage.name, futures, progress))
     topics = topics_in_order(videos)
     if PACK_STAGE in stages:
         futures = [
             pack_task.submit(topic_id(topic), topic, members, workspace, force) for topic, members in topics.items()
         ]
-        reports.append(_gather(PACK_STAGE, futures, progress))
+        reports.append(gather(PACK_STAGE, futures, progress))
     if SHARDS_STAGE in stages:
-        reports.append(_gather(SHARDS_STAGE, [shards_task.submit(list(topics), workspace, force)], progress))
+        reports.append(gather(SHARDS_STAGE, [shards_task.submit(list(topics), workspace, force)], progress))
     return reports
 
 

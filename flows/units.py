@@ -30,6 +30,19 @@ SOURCE_SAMPLE_BYTES = 1 << 20
 SHARDS_VERSION = 1
 
 
+@dataclass(frozen=True)
+class UnitSpec:
+    """What identifies a generic unit's result: its stage, name, code version, config sections and inputs."""
+
+    stage: str
+    unit: str
+    version: int
+    sections: tuple[str, ...]
+    inputs: dict[str, Any]
+    schema: pa.Schema
+    source: str = ""
+
+
 @dataclass
 class UnitResult:
     """What happened to one unit in one stage; `seconds` is compute time, `media_seconds` the video it covered."""
@@ -123,6 +136,12 @@ class Workspace:
             records += [self.out.read_json(path) for path in self.out.list("failures", stage)]
         return sorted(records, key=lambda record: (record["stage"], record["video_id"]))
 
+    def record_failure(
+        self, stage: str, unit: str, error_type: str, message: str, source: str, detail: str = ""
+    ) -> None:
+        record = {"video_id": unit, "stage": stage, "error_type": error_type, "message": message, "source": source}
+        self.out.write_json(self.failure_path(stage, unit), {**record, "traceback": detail})
+
     def _record(self, result: UnitResult, source: str, started: float, work: Any) -> UnitResult:
         try:
             output: StageOutput = work()
@@ -130,22 +149,31 @@ class Workspace:
             result.status, result.error_type = "failed", type(error).__name__
             result.message = str(error).strip().splitlines()[0][:500] if str(error).strip() else repr(error)
             result.seconds = time.perf_counter() - started
-            self.out.write_json(
-                self.failure_path(result.stage, result.unit),
-                {
-                    "video_id": result.unit,
-                    "stage": result.stage,
-                    "error_type": result.error_type,
-                    "message": result.message,
-                    "source": source,
-                    "traceback": traceback.format_exc(limit=5),
-                },
-            )
+            self.record_failure(result.stage, result.unit, result.error_type, result.message, source,
+                                traceback.format_exc(limit=5))  # fmt: skip
             return result
         self.out.remove(self.failure_path(result.stage, result.unit))
         result.status, result.stats = "done", output.stats
         result.seconds = time.perf_counter() - started
         return result
+
+    def run_unit(self, spec: UnitSpec, compute: Callable[[], StageOutput], force: bool = False) -> UnitResult:
+        """A unit of the collection front (the tree, one knowledge point, the videos table): same stamps, same
+        skip-if-current and failure records as the per-video stages."""
+        result = UnitResult(spec.stage, spec.unit, "blocked")
+        path = self.out.stage_file(spec.stage, spec.unit)
+        input_key = self._input_key(spec.stage, spec.version, spec.sections, spec.inputs)
+        if not force and self.is_current(path, input_key):
+            result.status = "skipped"
+            return result
+
+        def work() -> StageOutput:
+            output = compute()
+            self._write(spec.stage, path, rows_to_table(output.rows, spec.schema), input_key, spec.inputs,
+                        output.stats, force)  # fmt: skip
+            return output
+
+        return self._record(result, spec.source, time.perf_counter(), work)
 
     def _video_plan(self, stage: VideoStage, video: VideoInput) -> tuple[str, str, dict[str, str]] | None:
         """(output path, input key, input fingerprints) of one video in one stage; None while inputs are missing."""
@@ -255,13 +283,21 @@ class Workspace:
             fragments = [
                 (v, read_table(self.out, self.out.stage_file(PACK_INPUT, v.video_id)).to_pylist()) for v in ready
             ]
-            output = pack.run(topic, fragments, self.config.pack)
+            details = {v.video_id: self._source_details(v) for v in ready}
+            output = pack.run(topic, fragments, details, self.config.pack)
             self._write(
                 PACK_STAGE, path, rows_to_table(output.rows, schemas.PACK), input_key, inputs, output.stats, force
             )
             return output
 
         return self._record(result, topic, started, work)
+
+    def _source_details(self, video: VideoInput) -> dict[str, Any]:
+        """Where a video came from, for the samples' metadata: source, and url/title/channel/license if fetched."""
+        path = self.out.stage_file("download", video.video_id)
+        record = read_table(self.out, path).to_pylist()[0] if self.out.exists(path) else {}
+        details = {key: record.get(key) for key in ("url", "title", "channel", "license") if record.get(key)}
+        return {"source": video.source, **details}
 
     def run_shards(self, topics: list[str], force: bool = False) -> UnitResult:
         result = UnitResult(SHARDS_STAGE, "all", "blocked")

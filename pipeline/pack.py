@@ -56,8 +56,13 @@ def _clips(video: VideoInput, fragment: list[dict[str, Any]], cfg: PackConfig) -
         }
 
 
-def pack_topic(topic: str, fragments: list[tuple[VideoInput, list[dict[str, Any]]]], cfg: PackConfig) -> list[dict]:
-    """Samples of one topic as rows of the pack table."""
+def pack_topic(
+    topic: str,
+    fragments: list[tuple[VideoInput, list[dict[str, Any]]]],
+    details: dict[str, dict[str, Any]],
+    cfg: PackConfig,
+) -> list[dict]:
+    """Samples of one topic as rows of the pack table; `details` (source, url, title, ...) go into the metadata."""
     marker_tokens = count_tokens(cfg.tokenizer, [cfg.end_of_video_marker])
     samples: list[_Sample] = []
     current = _Sample()
@@ -87,15 +92,14 @@ def pack_topic(topic: str, fragments: list[tuple[VideoInput, list[dict[str, Any]
             current.tokens += clip["tokens"]
     if current.clips:
         samples.append(current)
-    sources = {video.video_id: video.source for video, _ in fragments}
-    return [_row(index, topic, sample, sources) for index, sample in enumerate(samples)]
+    return [_row(index, topic, sample, details) for index, sample in enumerate(samples)]
 
 
-def _row(index: int, topic: str, sample: _Sample, sources: dict[str, str]) -> dict[str, Any]:
+def _row(index: int, topic: str, sample: _Sample, details: dict[str, dict[str, Any]]) -> dict[str, Any]:
     metadata = {
         "topic": topic,
         "source": "video2textbook",
-        "videos": [{"video_id": video_id, "source": sources[video_id]} for video_id in sample.videos],
+        "videos": [{"video_id": video_id, **details.get(video_id, {})} for video_id in sample.videos],
         "clips": sample.clips,
     }
     return {
@@ -110,6 +114,11 @@ def _row(index: int, topic: str, sample: _Sample, sources: dict[str, str]) -> di
     }
 
 
-def run(topic: str, fragments: list[tuple[VideoInput, list[dict[str, Any]]]], cfg: PackConfig) -> StageOutput:
-    rows = pack_topic(topic, fragments, cfg)
+def run(
+    topic: str,
+    fragments: list[tuple[VideoInput, list[dict[str, Any]]]],
+    details: dict[str, dict[str, Any]],
+    cfg: PackConfig,
+) -> StageOutput:
+    rows = pack_topic(topic, fragments, details, cfg)
     return StageOutput(rows=rows, stats={"samples": len(rows), "images": sum(row["image_num"] for row in rows)})

@@ -18,6 +18,48 @@ INPUTS = pa.schema(
     ]
 )
 
+TAXONOMY = pa.schema(
+    [
+        ("point_id", pa.string()),
+        ("subject", pa.string()),
+        ("course", pa.string()),
+        ("sub_course", pa.string()),
+        ("knowledge_point", pa.string()),
+        ("path", pa.string()),
+    ]
+)
+
+_SEARCH_METADATA = [
+    ("video_id", pa.string()),
+    ("url", pa.string()),
+    ("title", pa.string()),
+    ("description", pa.string()),
+    ("duration", pa.float64()),
+    ("channel", pa.string()),
+    ("upload_date", pa.string()),
+    ("view_count", pa.int64()),
+    ("language", pa.string()),
+    ("license", pa.string()),
+    ("live", pa.bool_()),
+]
+SEARCH = pa.schema([("point_id", pa.string()), ("rank", pa.int64()), *_SEARCH_METADATA])
+
+# The videos table, like the published metadata: every search result, its scores, and why it was dropped.
+VIDEOS = pa.schema(
+    [
+        *_SEARCH_METADATA,
+        ("point_ids", pa.list_(pa.string())),
+        ("knowledge_points", pa.list_(pa.string())),
+        ("detected_language", pa.string()),
+        ("language_confidence", pa.float64()),
+        ("relevance", pa.int64()),
+        ("knowledge_density", pa.int64()),
+        ("llm_response", pa.string()),
+        ("keep", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
+
 DOWNLOAD = pa.schema(
     [
         ("video_id", pa.string()),

@@ -89,7 +89,7 @@ def mixed_folder(tmp_path: Path, bad_videos: dict[str, Path]) -> Path:
 
 @pytest.fixture()
 def media_server():
-    from tests.media_server import MediaServer
+    from flows.demo_site import MediaServer
 
     with MediaServer(DATA) as server:
         yield server

@@ -112,7 +112,7 @@ def test_pack_respects_image_and_token_budgets(config):
     cfg = parse_config({"pack": {"max_images_per_sample": 5, "max_tokens_per_sample": 60}}).pack
     videos = [VideoInput("a", "a.mp4", "t", 0), VideoInput("b", "b.mp4", "t", 1)]
     fragments = [(videos[0], _fragment("a", 4, 2, 10)), (videos[1], _fragment("b", 3, 0, 25))]
-    samples = pack_topic("t", fragments, cfg)
+    samples = pack_topic("t", fragments, {}, cfg)
     assert all(s["image_num"] <= 5 and s["token_num"] <= 60 for s in samples)
     clips = [(c["video_id"], c["clip_id"]) for s in samples for c in json.loads(s["metadata"])["clips"]]
     assert clips == [("a", 0), ("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1), ("b", 2)]
@@ -122,5 +122,5 @@ def test_pack_respects_image_and_token_budgets(config):
 def test_sample_without_images_is_kept(tmp_path, config):
     cfg = config.pack
     video = VideoInput("talk", "talk.mp4", "t", 0)
-    samples = pack_topic("t", [(video, _fragment("talk", 2, 0, 5))], cfg)
+    samples = pack_topic("t", [(video, _fragment("talk", 2, 0, 5))], {}, cfg)
     assert len(samples) == 1 and samples[0]["image_num"] == 0 and samples[0]["text_num"] == 2

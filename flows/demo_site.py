@@ -1,10 +1,16 @@
-"""A real HTTP server on 127.0.0.1 serving the sample videos the ways the web does, for yt-dlp tests."""
+"""A small video site on 127.0.0.1 serving the sample videos the ways the web does: the collection demo searches
+it, and the download tests fetch from it.
+
+    python -m flows.demo_site --port 8766 [--folder tests/data]
+"""
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from collections import Counter
+from html import escape
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -12,10 +18,11 @@ SLOW_BYTES_PER_SECOND = 40_000
 
 
 class MediaServer:
-    """Serves `folder` plus: `/page.html` (one <video>), `/search.html` (several), `/busy.mp4` (always 429),
-    `/slow/<name>` (the file, throttled, so a download can be killed mid-file). Counts requests per path."""
+    """Serves the videos of `folder`, pages registered with `page()`, `/search/<query>.html` (a results page
+    listing every video), `/busy.mp4` (always 429) and `/slow/<name>` (the file, throttled, so a download can be
+    killed mid-file). Counts requests per path."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int = 0) -> None:
         self.folder = folder
         self.hits: Counter[str] = Counter()
         server = self
@@ -35,6 +42,8 @@ class MediaServer:
                     self._send_slowly(folder / self.path.removeprefix("/slow/"))
                 elif self.path in server.pages:
                     self._send_html(server.pages[self.path])
+                elif self.path.startswith("/search/"):
+                    self._send_html(server.results_page(self.path.removeprefix("/search/").removesuffix(".html")))
                 else:
                     super().do_GET()
 
@@ -58,14 +67,17 @@ class MediaServer:
                     time.sleep(0.1)
 
         self.pages: dict[str, str] = {}
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def page(self, path: str, title: str, videos: list[str]) -> str:
-        tags = "".join(f'<video src="{video}" controls></video>' for video in videos)
-        self.pages[path] = f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{tags}</body></html>"
+        self.pages[path] = _html(title, videos)
         return self.url + path
+
+    def results_page(self, query: str) -> str:
+        words = " ".join(query.replace("-", " ").split())
+        return _html(f"Lectures on {words}", sorted(p.name for p in self.folder.iterdir() if p.suffix == ".mp4"))
 
     def __enter__(self) -> MediaServer:
         self.thread.start()
@@ -74,3 +86,22 @@ class MediaServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _html(title: str, videos: list[str]) -> str:
+    tags = "".join(f'<video src="/{escape(video)}" controls></video>' for video in videos)
+    return f"<html><head><title>{escape(title)}</title></head><body><h1>{escape(title)}</h1>{tags}</body></html>"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="serve the sample videos and search pages on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--folder", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "data")
+    args = parser.parse_args()
+    with MediaServer(args.folder, args.port) as server:
+        print(f"serving {args.folder} at {server.url} (search pages: {server.url}/search/<query>.html)", flush=True)
+        server.thread.join()
+
+
+if __name__ == "__main__":
+    main()

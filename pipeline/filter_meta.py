@@ -1,0 +1,149 @@
+"""filter_meta: rule filters on search metadata, then an LLM score of relevance and knowledge density.
+
+Every rule answers keep or drop with a reason; the LLM's raw answer and scores stay in the videos table, as in
+the published metadata. A video whose score cannot be parsed is kept and the reason is written beside it: a
+weak model must not silently empty the corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from configs.schema import FilterMetaConfig
+from pipeline.models.llm import Llm
+from pipeline.models.llm.structured import LlmOutputError, complete_json_batch
+
+VERSION = 1
+DESCRIPTION_CHARS = 400
+
+
+@dataclass(frozen=True)
+class Decision:
+    keep: bool
+    reason: str | None = None
+
+    @classmethod
+    def drop(cls, reason: str) -> Decision:
+        return cls(False, reason)
+
+
+KEEP = Decision(True)
+
+
+class Scores(BaseModel):
+    relevance: int = Field(ge=0, le=10)
+    knowledge_density: int = Field(ge=0, le=10)
+
+
+@lru_cache(maxsize=1)
+def _language_identifier() -> Any:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def detect_language(text: str) -> tuple[str | None, float]:
+    """ISO code and confidence of the text's language (py3langid ships its model); (None, 0) for no text."""
+    if not text.strip():
+        return None, 0.0
+    language, confidence = _language_identifier().classify(text)
+    return language, float(confidence)
+
+
+def _duration(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+    duration = video.get("duration")
+    if duration is None:
+        return KEEP
+    if duration < cfg.min_duration_seconds:
+        return Decision.drop(f"too short ({duration:.0f} s < {cfg.min_duration_seconds:.0f} s)")
+    if duration > cfg.max_duration_seconds:
+        return Decision.drop(f"too long ({duration:.0f} s > {cfg.max_duration_seconds:.0f} s)")
+    return KEEP
+
+
+def _live_or_short(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+    if cfg.drop_live and video.get("live"):
+        return Decision.drop("live stream")
+    if cfg.drop_shorts and "/shorts/" in (video.get("url") or ""):
+        return Decision.drop("short")
+    return KEEP
+
+
+def _language(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+    language, confidence = video["detected_language"], video["language_confidence"]
+    if language and confidence >= cfg.min_language_confidence and language not in cfg.languages:
+        return Decision.drop(f"not {'/'.join(cfg.languages)} ({language})")
+    return KEEP
+
+
+def _blocked(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+    channel = (video.get("channel") or "").casefold()
+    if channel and channel in {name.casefold() for name in cfg.blocked_channels}:
+        return Decision.drop("blocked channel")
+    text = f"{video.get('title') or ''} {video.get('description') or ''}".casefold()
+    for keyword in cfg.blocked_keywords:
+        if keyword.casefold() in text:
+            return Decision.drop(f"blocked keyword ({keyword})")
+    return KEEP
+
+
+RULES: tuple[Callable[[dict[str, Any], FilterMetaConfig], Decision], ...] = (
+    _duration,
+    _live_or_short,
+    _language,
+    _blocked,
+)
+
+
+def apply_rules(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+    for rule in RULES:
+        decision = rule(video, cfg)
+        if not decision.keep:
+            return decision
+    return KEEP
+
+
+def filter_videos(videos: list[dict[str, Any]], paths: dict[str, str], cfg: FilterMetaConfig, llm: Llm | None) -> list:
+    """The videos table: every search result with its language, scores, and a keep flag with the drop reason."""
+    rows = []
+    for video in videos:
+        language, confidence = detect_language(f"{video.get('title') or ''}. {video.get('description') or ''}")
+        row = {**video, "detected_language": language, "language_confidence": confidence,
+               "knowledge_points": [paths[point] for point in video["point_ids"]],
+               "relevance": None, "knowledge_density": None, "llm_response": None}  # fmt: skip
+        decision = apply_rules(row, cfg)
+        rows.append({**row, "keep": decision.keep, "reason": decision.reason})
+    if cfg.llm_scoring and llm is not None:
+        _score(rows, cfg, llm)
+    return rows
+
+
+def _score(rows: list[dict[str, Any]], cfg: FilterMetaConfig, llm: Llm) -> None:
+    kept = [row for row in rows if row["keep"]]
+    prompts = [
+        cfg.prompt.format(
+            path=row["knowledge_points"][0],
+            title=row.get("title") or "",
+            channel=row.get("channel") or "",
+            description=(row.get("description") or "")[:DESCRIPTION_CHARS],
+        )
+        for row in kept
+    ]
+    for row, answer in zip(kept, complete_json_batch(llm, prompts, Scores), strict=True):
+        if isinstance(answer, LlmOutputError):
+            row["llm_response"] = f"unscored: {answer.reason}"
+            continue
+        row["llm_response"] = answer.model_dump_json()
+        row["relevance"], row["knowledge_density"] = answer.relevance, answer.knowledge_density
+        if answer.relevance < cfg.min_relevance:
+            row["keep"], row["reason"] = False, f"low relevance ({answer.relevance} < {cfg.min_relevance:g})"
+        elif answer.knowledge_density < cfg.min_knowledge_density:
+            row["keep"], row["reason"] = (
+                False,
+                f"low knowledge density ({answer.knowledge_density} < {cfg.min_knowledge_density:g})",
+            )
