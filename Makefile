@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test lint clean
+.PHONY: install demo collect-demo test lint clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or: make PYTHON=python3)"; exit 1; }
@@ -21,6 +21,10 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/textbook run --config configs/default.yaml --input tests/data --out out/demo
+
+collect-demo: install
+	@$(BIN)/python -m flows.demo_site --port 8766 & server=$$!; trap "kill $$server" EXIT; sleep 1; \
+	$(BIN)/textbook run --config configs/collect-demo.yaml --out out/collect-demo
 
 test: install
 	$(BIN)/python -m pytest -q

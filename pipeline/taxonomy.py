@@ -32,7 +32,7 @@ class Names(BaseModel):
 
 def clean_name(name: str) -> str:
     """Strip list numbering, quotes and stray punctuation so that near-identical names compare equal."""
-    name = _NUMBERING.sub("", str(name)).strip().strip("\"'`").strip(" .;:,")
+    name = _NUMBERING.sub("", str(name)).strip(" \"'`.;:,")
     return re.sub(r"\s+", " ", name)
 
 
