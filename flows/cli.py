@@ -111,6 +111,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from flows.server import run_server
+
+    return run_server(args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textbook", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,11 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config", default=None)
     doctor.add_argument("--out", default=".", help="where output will go, for the disk-space check")
     doctor.set_defaults(handler=cmd_doctor)
+    server = commands.add_parser("server", help="start the Prefect server and UI (loopback by default)")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=4200)
+    server.set_defaults(handler=cmd_server)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from flows.server import connect_if_running
+
+    connect_if_running()
     try:
         return args.handler(args)
     except (ConfigError, InputError, FileNotFoundError) as error:
