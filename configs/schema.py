@@ -130,6 +130,7 @@ class RunConfig(Section):
 class TransformersLlmConfig(Section):
     device: str
     dtype: Literal["float32", "bfloat16", "float16"]
+    threads: int = Field(ge=0, description="torch CPU threads for the process; 0 = torch's default")
     model_cache_dir: str = Field(description="a GGUF model is converted once to safetensors here")
 
 

@@ -41,8 +41,8 @@ class LlmBackend(Protocol):
     def complete(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]: ...
 
 
-class LlmUnavailable(RuntimeError):
-    """A configured back-end that cannot run here (missing package, unreachable server, unknown model)."""
+class LlmBackendError(RuntimeError):
+    """A back-end that cannot answer: a missing package, an unreachable server, an error status."""
 
 
 def as_messages(prompt: Prompt) -> list[Message]:

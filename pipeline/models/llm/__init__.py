@@ -1,0 +1,105 @@
+"""The LLM layer every text stage shares (taxonomy, metadata filters, transcript refinement, instruction data).
+
+Stages hold an `Llm` from `load_llm(cfg)` and never see which back-end answers: the embedded SmolLM2 on CPU
+(`transformers`), any OpenAI-compatible server (`openai`, e.g. `vllm serve`), or vLLM's offline engine on GPUs
+(`vllm`). Every call goes through the call cache first, so a rerun never asks the same question twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from functools import lru_cache
+
+from configs.schema import LlmConfig
+from pipeline.models.llm.base import (
+    Completion,
+    LlmBackend,
+    LlmBackendError,
+    Message,
+    Prompt,
+    SamplingParams,
+    as_messages,
+)
+from pipeline.models.llm.cache import CallCache, call_key, call_request
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Completion",
+    "Llm",
+    "LlmBackend",
+    "LlmBackendError",
+    "Message",
+    "Prompt",
+    "SamplingParams",
+    "load_backend",
+    "load_llm",
+]
+
+
+class Llm:
+    """A back-end behind the call cache, fed in batches of `batch_size`; only uncached prompts reach the model."""
+
+    def __init__(
+        self,
+        backend: LlmBackend,
+        params: SamplingParams,
+        batch_size: int,
+        max_retries: int,
+        cache: CallCache | None = None,
+    ) -> None:
+        self.backend = backend
+        self.params = params
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.cache = cache
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def complete(self, prompt: Prompt, params: SamplingParams | None = None) -> Completion:
+        return self.complete_batch([prompt], params)[0]
+
+    def complete_batch(self, prompts: list[Prompt], params: SamplingParams | None = None) -> list[Completion]:
+        params = params or self.params
+        requests = [call_request(self.model_id, as_messages(prompt), params) for prompt in prompts]
+        keys = [call_key(request) for request in requests]
+        answers = self.cache.get_many(keys) if self.cache is not None else {}
+        todo = list({key: request for key, request in zip(keys, requests, strict=True) if key not in answers}.items())
+        todo.sort(key=lambda item: len(json.dumps(item[1]["messages"])))  # alike lengths pad less
+        started = time.perf_counter()
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            completions = self.backend.complete([request["messages"] for _, request in chunk], params)
+            if self.cache is not None:
+                self.cache.put_many([(request, done) for (_, request), done in zip(chunk, completions, strict=True)])
+            answers.update({key: done for (key, _), done in zip(chunk, completions, strict=True)})
+        if todo:
+            elapsed = time.perf_counter() - started
+            logger.debug("%s: %d prompts, %d generated in %.1f s", self.model_id, len(prompts), len(todo), elapsed)
+        return [answers[key] for key in keys]
+
+
+def load_backend(cfg: LlmConfig) -> LlmBackend:
+    """The configured back-end, its heavy imports (torch, vllm, httpx) done only when it is chosen."""
+    if cfg.backend == "transformers":
+        from pipeline.models.llm.transformers_backend import TransformersBackend
+
+        return TransformersBackend(cfg)
+    if cfg.backend == "openai":
+        from pipeline.models.llm.openai_backend import OpenAiBackend
+
+        return OpenAiBackend(cfg)
+    from pipeline.models.llm.vllm_backend import VllmBackend
+
+    return VllmBackend(cfg)
+
+
+@lru_cache(maxsize=4)
+def load_llm(cfg: LlmConfig) -> Llm:
+    """One loaded model per config and process, shared by every stage and video."""
+    cache = CallCache(cfg.cache_path) if cfg.cache_path else None
+    return Llm(load_backend(cfg), SamplingParams.from_config(cfg), cfg.batch_size, cfg.max_retries, cache)

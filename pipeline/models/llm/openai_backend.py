@@ -1,0 +1,54 @@
+"""Any OpenAI-compatible chat endpoint: `vllm serve` in production, or this package's own `server.py`.
+
+The API key comes from the environment variable the config names and lives only in the client's headers: it is
+never logged, never in an error message, never in the call cache.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from configs.schema import LlmConfig
+from pipeline.models.llm.base import Completion, LlmBackendError, Message, SamplingParams
+
+
+class OpenAiBackend:
+    """Sends a batch as concurrent requests (`batch_size` in flight), which a vLLM server batches on the GPU."""
+
+    def __init__(self, cfg: LlmConfig) -> None:
+        key_env = cfg.openai.api_key_env
+        api_key = os.environ.get(key_env) if key_env else None
+        self.model_id = cfg.model
+        self.concurrency = cfg.batch_size
+        self.client = httpx.Client(
+            base_url=cfg.openai.base_url,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            timeout=cfg.openai.timeout_seconds,
+        )
+
+    def complete(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(conversations)))) as pool:
+            return list(pool.map(lambda messages: self._complete_one(messages, params), conversations))
+
+    def _complete_one(self, messages: list[Message], params: SamplingParams) -> Completion:
+        body = {
+            "model": self.model_id,
+            "messages": messages,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+        }
+        try:
+            response = self.client.post("chat/completions", json=body)
+        except httpx.TransportError as error:
+            raise LlmBackendError(f"cannot reach {self.client.base_url}: {type(error).__name__}: {error}") from None
+        if response.is_error:
+            raise LlmBackendError(
+                f"{self.client.base_url}chat/completions answered {response.status_code}: {response.text[:500]}"
+            )
+        choice = response.json()["choices"][0]
+        return Completion(choice["message"].get("content") or "", choice.get("finish_reason") or "stop")
