@@ -122,6 +122,13 @@ class ShardsConfig(Section):
     target_bytes: int = Field(ge=1)
 
 
+class SchedulesConfig(Section):
+    """Cron schedules of the deployments `textbook serve` registers; null = run only when triggered."""
+
+    textbook: str | None = Field(description="the whole pipeline: collect new videos (if subjects) and process them")
+    collect: str | None = Field(description="collection alone; downloads and stages skip what is done")
+
+
 class RunConfig(Section):
     workers: int = Field(ge=1, description="videos processed at once within a stage")
     progress: bool
@@ -177,6 +184,7 @@ class PipelineConfig(Section):
     pack: PackConfig
     shards: ShardsConfig
     run: RunConfig
+    schedules: SchedulesConfig
     llm: LlmConfig
 
 

@@ -12,7 +12,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from configs import ConfigError, PipelineConfig, load_config  # noqa: E402
 from pipeline.dag import ALL_STAGES, downstream_of  # noqa: E402
-from pipeline.inputs import InputError, resolve_inputs  # noqa: E402
+from pipeline.inputs import InputError  # noqa: E402
 from storage.outdir import OutDir  # noqa: E402
 
 EXIT_NOTHING_PRODUCED = 1
@@ -56,20 +56,14 @@ def _process(out: str, config: PipelineConfig, stages: list[str], video_ids: lis
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from flows.deploy import prepare_inputs
     from flows.run_files import RunFiles
 
     config = load_config(args.config)
-    if args.input:
-        inputs = resolve_inputs(args.input, config.input)
-    elif config.taxonomy.subjects or config.taxonomy.file:
-        from flows.collect import collect
-
-        inputs = collect(args.out, config, args.force)
-        if not inputs.videos:
-            print("collection kept no video: nothing to process")
-            return EXIT_NOTHING_PRODUCED
-    else:
-        raise InputError("give --input, or taxonomy.subjects (or taxonomy.file) in the config to collect videos")
+    inputs = prepare_inputs(args.out, config, args.input, args.force)
+    if not inputs.videos:
+        print("collection kept no video: nothing to process")
+        return EXIT_NOTHING_PRODUCED
     for path in inputs.ignored:
         print(f"ignored (not a video): {path}")
     files = RunFiles.open(args.out)
@@ -82,7 +76,29 @@ def cmd_stage(args: argparse.Namespace) -> int:
     config = load_config(args.config or out.path("config.yaml"))
     if args.force:
         print(f"recomputing {args.name}; stale until the next run: {', '.join(downstream_of(args.name)) or 'none'}")
+    if args.deployment:
+        from flows.deploy import PROCESS_DEPLOYMENT, trigger
+
+        parameters = {"out": args.out, "config": config.model_dump(mode="json"), "stages": [args.name],
+                      "video_ids": args.video or None, "force": args.force}  # fmt: skip
+        print(f"started flow run {trigger(PROCESS_DEPLOYMENT, parameters)} on the served '{PROCESS_DEPLOYMENT}'")
+        return 0
     return _process(args.out, config, [args.name], args.video or None, args.force)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.deploy import serve_deployments
+
+    serve_deployments(args.out, load_config(args.config), args.input)
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from flows.deploy import trigger
+
+    name = args.name if "/" in args.name else f"{args.name}/{args.name}"
+    print(f"started flow run {trigger(name)} of {name}")
+    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -138,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--config", default=None, help="default: OUT/config.yaml")
     stage.add_argument("--video", action="append", help="only this video id (repeatable)")
     stage.add_argument("--force", action="store_true", help="recompute even if done; what depends on it goes stale")
+    stage.add_argument("--deployment", action="store_true", help="run it on the served 'process' deployment")
     stage.set_defaults(handler=cmd_stage)
 
     inspect = commands.add_parser("inspect", help="print a readable summary of a shard's samples")
@@ -154,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config", default=None)
     doctor.add_argument("--out", default=".", help="where output will go, for the disk-space check")
     doctor.set_defaults(handler=cmd_doctor)
+    served = commands.add_parser("serve", help="register the deployments with their schedules and serve them")
+    served.add_argument("--config", default=None)
+    served.add_argument("--out", required=True)
+    served.add_argument("--input", default=None, help="what the textbook deployment processes (default: collect)")
+    served.set_defaults(handler=cmd_serve)
+
+    trigger = commands.add_parser("trigger", help="start a run of a served deployment (textbook, process, collect)")
+    trigger.add_argument("name", help="a deployment, e.g. textbook or process/process")
+    trigger.set_defaults(handler=cmd_trigger)
+
     server = commands.add_parser("server", help="start the Prefect server and UI (loopback by default)")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=4200)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.logging.handlers import PrefectConsoleHandler
@@ -83,7 +84,26 @@ def process_flow(
     selected = [v for v in videos if video_ids is None or v.video_id in video_ids]
     started = time.perf_counter()
     reports = run_stages(workspace, selected, stages, force)
-    return files.finish(workspace, videos, reports, time.perf_counter() - started)
+    summary = files.finish(workspace, videos, reports, time.perf_counter() - started)
+    create_markdown_artifact(key="run-summary", markdown=summary_markdown(summary), description=f"run of {out}")
+    return summary
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The run summary as a markdown table, for the Prefect UI."""
+    lines = [
+        f"**{summary['videos']['in']} videos, {summary['videos']['failed']} failed, {summary['samples']} samples** "
+        f"in {', '.join(summary['shards']) or 'no shard'}",
+        "",
+        "| stage | done | skipped | failed | blocked | wall s | video s/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage, row in summary["stages"].items():
+        rate = row["media_seconds_per_second"] or "-"
+        lines.append(f"| {stage} | {row['done']} | {row['skipped']} | {row['failed']} | {row['blocked']} | "
+                     f"{row['wall_seconds']} | {rate} |")  # fmt: skip
+    lines += ["", *(f"- failed x{count}: {reason}" for reason, count in summary["failures"]["by_reason"].items())]
+    return "\n".join(lines)
 
 
 def quiet_task_logs_on_console() -> None:

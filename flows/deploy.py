@@ -1,0 +1,73 @@
+"""The `textbook` flow (collect or read inputs, then process) and the deployments `textbook serve` registers.
+
+The same flows run from the CLI, from a schedule, or from a trigger in the UI; a served deployment is also how
+`textbook stage NAME --deployment` reruns one stage on a worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, serve
+from prefect.deployments import run_deployment
+
+from configs import PipelineConfig, parse_config
+from flows.collect import collect
+from flows.process import process, process_flow
+from flows.run_files import RunFiles
+from pipeline.dag import ALL_STAGES
+from pipeline.inputs import InputError, ResolvedInputs, resolve_inputs
+
+TEXTBOOK_DEPLOYMENT = "textbook/textbook"
+PROCESS_DEPLOYMENT = "process/process"
+
+
+def prepare_inputs(out: str, config: PipelineConfig, input_path: str | None, force: bool) -> ResolvedInputs:
+    """The videos of a run: the given input, or what the collection front keeps from the config's subjects."""
+    if input_path:
+        return resolve_inputs(input_path, config.input)
+    if config.taxonomy.subjects or config.taxonomy.file:
+        return collect(out, config, force)
+    raise InputError("give --input, or taxonomy.subjects (or taxonomy.file) in the config to collect videos")
+
+
+@flow(name="textbook", log_prints=True)
+def textbook_flow(out: str, config: dict[str, Any], input_path: str | None = None, force: bool = False) -> dict:
+    """The whole data pipeline: collection (when no input is given) and processing, as subflows."""
+    pipeline_config = parse_config(config)
+    inputs = prepare_inputs(out, pipeline_config, input_path, force)
+    if not inputs.videos:
+        return {"samples": 0, "videos": {"in": 0, "failed": 0}}
+    RunFiles.open(out).start(pipeline_config, inputs)
+    return process(out, pipeline_config, list(ALL_STAGES), None, force)
+
+
+def serve_deployments(out: str, config: PipelineConfig, input_path: str | None) -> None:
+    """Register the deployments with their schedules and run them from this process until stopped."""
+    parameters = {"out": out, "config": config.model_dump(mode="json")}
+    deployments = [
+        textbook_flow.to_deployment(
+            name="textbook",
+            cron=config.schedules.textbook,
+            parameters={**parameters, "input_path": input_path},
+            description="collect (or read the input) and process into shards",
+        ),
+        process_flow.to_deployment(
+            name="process",
+            parameters={**parameters, "stages": list(ALL_STAGES)},
+            description="process the videos already listed in OUT/inputs.parquet; pass `stages` to rerun some",
+        ),
+    ]
+    if config.taxonomy.subjects or config.taxonomy.file:
+        from flows.collect import collect_flow
+
+        deployments.append(
+            collect_flow.to_deployment(name="collect", cron=config.schedules.collect, parameters=parameters)
+        )
+    serve(*deployments, print_starting_message=True)
+
+
+def trigger(name: str, parameters: dict[str, Any] | None = None) -> str:
+    """Start a run of a served deployment; returns the flow run id without waiting for it."""
+    run = run_deployment(name=name, parameters=parameters or {}, timeout=0)
+    return str(run.id)
