@@ -132,6 +132,8 @@ class SchedulesConfig(Section):
 class RunConfig(Section):
     workers: int = Field(ge=1, description="videos processed at once within a stage")
     progress: bool
+    runner: Literal["local", "ray", "dask"] = Field(description="local threads, or a Ray / Dask cluster")
+    address: str | None = Field(description="an existing Ray or Dask cluster; null starts a local one")
 
 
 class TransformersLlmConfig(Section):

@@ -60,6 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.run_files import RunFiles
 
     config = load_config(args.config)
+    if args.runner:
+        config = config.model_copy(update={"run": config.run.model_copy(update={"runner": args.runner})})
     inputs = prepare_inputs(args.out, config, args.input, args.force)
     if not inputs.videos:
         print("collection kept no video: nothing to process")
@@ -146,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", required=True, help="output folder or fsspec URL")
     run.add_argument("--force", action="store_true", help="recompute every stage")
+    run.add_argument("--runner", choices=["local", "ray", "dask"], help="overrides run.runner of the config")
     run.set_defaults(handler=cmd_run)
 
     stage = commands.add_parser("stage", help="rerun one stage over the videos of an earlier run")

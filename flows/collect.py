@@ -11,11 +11,11 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from configs import PipelineConfig, parse_config
 from flows.process import gather
 from flows.run_files import RunFiles, StageReport
+from flows.runners import task_runner
 from flows.units import UnitResult, UnitSpec, Workspace, source_fingerprint
 from pipeline import filter_meta, search, taxonomy
 from pipeline.inputs import ResolvedInputs
@@ -138,7 +138,7 @@ def collect(out: str, config: PipelineConfig, force: bool = False) -> ResolvedIn
 
     if config.run.progress:
         quiet_task_logs_on_console()
-    runner = ThreadPoolTaskRunner(max_workers=config.run.workers)
+    runner = task_runner(config.run)
     reports = collect_flow.with_options(task_runner=runner)(
         out=out, config=config.model_dump(mode="json"), force=force
     )

@@ -12,11 +12,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.logging.handlers import PrefectConsoleHandler
-from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from configs import PipelineConfig, parse_config
 from flows.run_files import RunFiles, StageReport
+from flows.runners import task_runner
 from flows.units import UnitResult, Workspace, topic_id, topics_in_order
 from pipeline.dag import ALL_STAGES, PACK_STAGE, SHARDS_STAGE, VIDEO_STAGES
 from pipeline.records import VideoInput
@@ -132,6 +132,6 @@ def process(
         return files.finish(workspace, videos, [], 0.0)
     if config.run.progress:
         quiet_task_logs_on_console()
-    runner = ThreadPoolTaskRunner(max_workers=config.run.workers)
+    runner = task_runner(config.run)
     configured = process_flow.with_options(task_runner=runner)
     return configured(out=out, config=config.model_dump(mode="json"), stages=stages, video_ids=video_ids, force=force)
