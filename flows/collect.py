@@ -16,7 +16,7 @@ from configs import PipelineConfig, parse_config
 from flows.process import gather
 from flows.run_files import RunFiles, StageReport
 from flows.runners import task_runner
-from flows.units import UnitResult, UnitSpec, Workspace, source_fingerprint
+from flows.units import COLLECTED_UNIT, UnitResult, UnitSpec, Workspace, source_fingerprint
 from pipeline import filter_meta, search, taxonomy
 from pipeline.inputs import ResolvedInputs
 from pipeline.records import StageOutput, VideoInput
@@ -24,7 +24,6 @@ from storage import schemas
 from storage.tables import read_stamp, read_table
 
 TREE_UNIT = "tree"
-VIDEOS_UNIT = "videos"
 
 
 def _llm(config: PipelineConfig):
@@ -78,10 +77,10 @@ def run_filter_meta(workspace: Workspace, tree: list[dict[str, Any]], force: boo
         if stamp is not None:
             found.append([point["point_id"], stamp.fingerprint])
     if not found:
-        return UnitResult("filter_meta", VIDEOS_UNIT, "blocked")
+        return UnitResult("filter_meta", COLLECTED_UNIT, "blocked")
     cfg = workspace.config.filter_meta
     sections = ("filter_meta", "llm") if cfg.llm_scoring else ("filter_meta",)
-    spec = UnitSpec("filter_meta", VIDEOS_UNIT, filter_meta.VERSION, sections, {"search": found}, schemas.VIDEOS)
+    spec = UnitSpec("filter_meta", COLLECTED_UNIT, filter_meta.VERSION, sections, {"search": found}, schemas.VIDEOS)
 
     def compute() -> StageOutput:
         results = [
@@ -104,7 +103,7 @@ def run_filter_meta(workspace: Workspace, tree: list[dict[str, Any]], force: boo
 
 def kept_videos(workspace: Workspace) -> list[VideoInput]:
     """The videos the front kept, in search order, each under the knowledge point that found it first."""
-    path = workspace.out.stage_file("filter_meta", VIDEOS_UNIT)
+    path = workspace.out.stage_file("filter_meta", COLLECTED_UNIT)
     if not workspace.out.exists(path):
         return []
     rows = [row for row in read_table(workspace.out, path).to_pylist() if row["keep"]]
@@ -145,7 +144,7 @@ def collect(out: str, config: PipelineConfig, force: bool = False) -> ResolvedIn
     workspace = Workspace(RunFiles.open(out).out, config)
     for report in reports:
         print(f"{report['stage']:<12} done {report['done']}, skipped {report['skipped']}, failed {report['failed']}")
-    videos_stamp = read_stamp(workspace.out, workspace.out.stage_file("filter_meta", VIDEOS_UNIT))
+    videos_stamp = read_stamp(workspace.out, workspace.out.stage_file("filter_meta", COLLECTED_UNIT))
     if videos_stamp is not None:
         stats = videos_stamp.stats
         print(f"videos: {stats['kept']} kept of {stats['videos']} found")

@@ -92,12 +92,18 @@ def result_fingerprint(input_key: str, force: bool) -> str:
     return digest([input_key, time.time_ns()]) if force else input_key
 
 
+# The collection front's table of found videos, scores and reasons.
+COLLECTED_STAGE = "filter_meta"
+COLLECTED_UNIT = "videos"
+
+
 class Workspace:
     """The output folder seen by the stages: stamps, inputs, results and failures of every unit."""
 
     def __init__(self, out: OutDir, config: PipelineConfig) -> None:
         self.out = out
         self.config = config
+        self._collected_rows: dict[str, dict[str, Any]] | None = None
 
     def _section_key(self, sections: tuple[str, ...]) -> dict[str, Any]:
         return {name: getattr(self.config, name).model_dump(mode="json") for name in sections}
@@ -293,11 +299,25 @@ class Workspace:
         return self._record(result, topic, started, work)
 
     def _source_details(self, video: VideoInput) -> dict[str, Any]:
-        """Where a video came from, for the samples' metadata: source, and url/title/channel/license if fetched."""
+        """Where a video came from, for the samples' metadata: source, the search result that found it (title,
+        channel, license, knowledge points) and what the download reported where the search said nothing."""
+        found = self._collected().get(video.video_id, {})
         path = self.out.stage_file("download", video.video_id)
-        record = read_table(self.out, path).to_pylist()[0] if self.out.exists(path) else {}
-        details = {key: record.get(key) for key in ("url", "title", "channel", "license") if record.get(key)}
+        fetched = read_table(self.out, path).to_pylist()[0] if self.out.exists(path) else {}
+        details = {
+            key: found.get(key) or fetched.get(key)
+            for key in ("url", "title", "channel", "license", "knowledge_points")
+            if found.get(key) or fetched.get(key)
+        }
         return {"source": video.source, **details}
+
+    def _collected(self) -> dict[str, dict[str, Any]]:
+        """The collection front's videos table by video id; empty for runs on local files."""
+        if self._collected_rows is None:
+            path = self.out.stage_file(COLLECTED_STAGE, COLLECTED_UNIT)
+            rows = read_table(self.out, path).to_pylist() if self.out.exists(path) else []
+            self._collected_rows = {row["video_id"]: row for row in rows}
+        return self._collected_rows
 
     def run_shards(self, topics: list[str], force: bool = False) -> UnitResult:
         result = UnitResult(SHARDS_STAGE, "all", "blocked")

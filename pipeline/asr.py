@@ -1,14 +1,133 @@
-"""asr: speech to timed segments and words with the configured back-end."""
+"""asr: speech to timed segments and words, with Whisper's known failure modes caught and said.
+
+The audio is decoded window by window (`pipeline.audio`), so a long video is never held whole. Each segment keeps
+the language the model heard and the language of its text (py3langid), and `flags`: a reason for every guard it
+trips, namely a loop of repeated phrases, a high compression ratio, a low mean log-probability, or text over
+what the model itself took for no speech. With `guards.action: drop` such a segment stays out of the table, so
+clips never see it, and is listed with its reasons in the table's stats. A video whose words are mostly loops is
+marked `asr_repetitive`, the published metadata's `asr is repetive`.
+"""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from typing import Any
+
+from configs.schema import AsrConfig, AsrGuardsConfig
+from pipeline.audio import audio_chunks
+from pipeline.filter_meta import detect_language
 from pipeline.models.asr import load_asr
 from pipeline.records import StageOutput, VideoWork
 
-VERSION = 1
+VERSION = 2
+REPETITION = "repetition"
+HIGH_COMPRESSION_RATIO = "high_compression_ratio"
+LOW_AVG_LOGPROB = "low_avg_logprob"
+NO_SPEECH = "no_speech"
+
+
+def _shifted(segment: dict[str, Any], offset: float) -> dict[str, Any]:
+    words = [{**word, "start": word["start"] + offset, "end": word["end"] + offset} for word in segment["words"]]
+    return {**segment, "start": segment["start"] + offset, "end": segment["end"] + offset, "words": words}
+
+
+def transcribe_media(path: str, cfg: AsrConfig) -> tuple[list[dict[str, Any]], str | None, float]:
+    """Segments of the whole media in media time, and the language heard with its probability. The language
+    heard in the first window with speech holds for the rest, so one video is transcribed in one language."""
+    backend = load_asr(cfg)
+    language, probability = cfg.language, 1.0 if cfg.language else 0.0
+    segments: list[dict[str, Any]] = []
+    for chunk in audio_chunks(path, cfg.chunk_seconds):
+        transcript = backend.transcribe(chunk.samples, language)
+        if language is None and transcript.language is not None:
+            language, probability = transcript.language, transcript.language_probability
+        segments += [_shifted(segment, chunk.start) for segment in transcript.segments]
+    return segments, language, probability
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def looped_words(words: list[str], max_ngram: int, min_repeats: int) -> list[bool]:
+    """Which words belong to a phrase of at most `max_ngram` words said `min_repeats` or more times in a row:
+    the loop Whisper falls into, and what a looped recording gives."""
+    looped = [False] * len(words)
+    for size in range(1, max_ngram + 1):
+        start = 0
+        while start + size * min_repeats <= len(words):
+            phrase = words[start : start + size]
+            repeats = 1
+            while words[start + repeats * size : start + (repeats + 1) * size] == phrase:
+                repeats += 1
+            if repeats >= min_repeats:
+                looped[start : start + repeats * size] = [True] * (repeats * size)
+                start += repeats * size
+            else:
+                start += 1
+    return looped
+
+
+def segment_flags(segment: dict[str, Any], looped_share: float, cfg: AsrGuardsConfig) -> list[str]:
+    """The reason for each guard the segment trips; none for a clean one."""
+    over_no_speech = segment["no_speech_prob"] > cfg.no_speech_threshold
+    checks = (
+        (REPETITION, looped_share >= cfg.segment_repetition_share),
+        (HIGH_COMPRESSION_RATIO, segment["compression_ratio"] > cfg.max_compression_ratio),
+        (LOW_AVG_LOGPROB, segment["avg_logprob"] < cfg.min_avg_logprob),
+        (NO_SPEECH, over_no_speech and segment["avg_logprob"] < cfg.no_speech_max_avg_logprob),
+    )
+    return [reason for reason, tripped in checks if tripped]
+
+
+def guard_segments(segments: list[dict[str, Any]], cfg: AsrGuardsConfig) -> tuple[list[dict[str, Any]], float]:
+    """Every segment with its `flags`, and the share of the video's words that sit in loops."""
+    words = [words_of(segment["text"]) for segment in segments]
+    looped = looped_words([word for group in words for word in group], cfg.repetition_max_ngram,
+                          cfg.repetition_min_repeats)  # fmt: skip
+    flagged, position = [], 0
+    for segment, group in zip(segments, words, strict=True):
+        share = sum(looped[position : position + len(group)]) / len(group) if group else 0.0
+        position += len(group)
+        flagged.append({**segment, "flags": segment_flags(segment, share, cfg)})
+    return flagged, sum(looped) / len(looped) if looped else 0.0
+
+
+def asr_output(path: str, cfg: AsrConfig) -> StageOutput:
+    """The asr table of one media file: kept segments as rows; the video's verdicts and the dropped segments, with
+    their reasons, in the stats that storage keeps in the table's metadata."""
+    segments, language, probability = transcribe_media(path, cfg)
+    segments, repetitive_share = guard_segments(segments, cfg.guards)
+    rows, dropped = [], []
+    for segment_id, segment in enumerate(segments):
+        if segment["flags"] and cfg.guards.action == "drop":
+            dropped.append(
+                {key: segment[key] for key in ("start", "end", "text", "flags")} | {"segment_id": segment_id}
+            )
+            continue
+        text_language, text_confidence = detect_language(segment["text"])
+        rows.append({**segment, "segment_id": segment_id, "language": language, "language_probability": probability,
+                     "text_language": text_language, "text_language_confidence": text_confidence})  # fmt: skip
+    video_language, video_confidence = detect_language(" ".join(row["text"] for row in rows))
+    stats = {
+        "segments": len(rows),
+        "words": sum(len(row["words"]) for row in rows),
+        "flagged": sum(1 for row in rows if row["flags"]),
+        "dropped": len(dropped),
+        "asr_repetitive": repetitive_share > cfg.guards.max_repetitive_share,
+        "reasons": dict(Counter(reason for segment in segments for reason in segment["flags"])),
+        "dropped_segments": dropped,
+        "video": {  # nested: the run summary adds up a stage's top-level numbers over videos, not these
+            "repetitive_share": round(repetitive_share, 4),
+            "language": language,
+            "language_probability": probability,
+            "text_language": video_language,
+            "text_language_confidence": video_confidence,
+        },
+    }
+    return StageOutput(rows=rows, stats=stats)
 
 
 def run(work: VideoWork) -> StageOutput:
-    segments = load_asr(work.config.asr).transcribe(work.media_path)
-    words = sum(len(segment["words"]) for segment in segments)
-    return StageOutput(rows=segments, stats={"segments": len(segments), "words": words})
+    return asr_output(work.media_path, work.config.asr)

@@ -89,6 +89,8 @@ PROBE = pa.schema(
     ]
 )
 
+# One row per kept segment (`guards.action: drop` leaves suspect ones out; the stamp's stats list them). `language`
+# is what the model heard, `text_language` what py3langid reads in the text; `flags` holds the guards' reasons.
 ASR = pa.schema(
     [
         ("segment_id", pa.int64()),
@@ -100,6 +102,10 @@ ASR = pa.schema(
         ("no_speech_prob", pa.float64()),
         ("compression_ratio", pa.float64()),
         ("language", pa.string()),
+        ("language_probability", pa.float64()),
+        ("text_language", pa.string()),
+        ("text_language_confidence", pa.float64()),
+        ("flags", pa.list_(pa.string())),
     ]
 )
 

@@ -5,11 +5,14 @@ server and client talking to each other over 127.0.0.1."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,8 +24,16 @@ from configs.schema import LlmConfig, OpenAiLlmConfig
 from pipeline.models.llm import Completion, Llm, LlmBackendError, Message, SamplingParams, load_backend, load_llm
 from pipeline.models.llm.cache import CallCache
 from pipeline.models.llm.server import ChatServer
-from pipeline.models.llm.structured import LlmOutputError, complete_json, complete_json_batch, parse_answer
+from pipeline.models.llm.structured import (
+    LlmOutputError,
+    complete_json,
+    complete_json_batch,
+    json_prefix,
+    parse_answer,
+    salvage_object,
+)
 from pipeline.models.llm.transformers_backend import TransformersBackend
+from pipeline.taxonomy import Names
 
 CAPITAL = "What is the capital of France?"
 API_KEY = "sk-test-4f1d9c2b7e-never-logged"
@@ -37,15 +48,49 @@ class Impossible(BaseModel):
     code: str = Field(pattern=r"^[0-9]{40}$", description="a 40-digit number")
 
 
+class Scores(BaseModel):
+    """The shape of filter_meta's scores."""
+
+    relevance: int = Field(ge=0, le=10)
+    knowledge_density: int = Field(ge=0, le=10)
+
+
+def taxonomy_prompts(config: PipelineConfig) -> list[str]:
+    """The configured taxonomy prompt at every level below "Mathematics" and "Physics"."""
+    paths = {
+        "course": ["Mathematics", "Physics"],
+        "sub-course": ["Mathematics > Algebra", "Physics > Mechanics"],
+        "knowledge-point": ["Mathematics > Algebra > Linear Equations", "Physics > Mechanics > Kinematics"],
+    }
+    return [config.taxonomy.prompt.format(count=2, child=child, path=path) for child in paths for path in paths[child]]
+
+
+def scores_prompts(config: PipelineConfig) -> list[str]:
+    """The configured filter_meta prompt for four made-up videos, two on the topic and two off it."""
+    videos = [
+        ("Mathematics > Algebra > Linear Equations", "Solving Linear Equations - Full Lesson", "MathWithMrsK"),
+        ("Physics > Mechanics > Kinematics", "Funny cat compilation 2023", "PetLaughs"),
+        ("Mathematics > Calculus > Derivatives", "The chain rule in 10 minutes", "Calculus Academy"),
+        ("Physics > Electricity > Ohm's Law", "My morning routine vlog", "DailyJen"),
+    ]
+    return [
+        config.filter_meta.prompt.format(path=path, title=title, channel=channel, description=f"A video: {title}.")
+        for path, title, channel in videos
+    ]
+
+
 class CountingBackend:
-    """The real embedded back-end, counting the conversations that actually reach it."""
+    """The real embedded back-end, counting the conversations that actually reach it and keeping its answers."""
 
     def __init__(self, inner: TransformersBackend) -> None:
         self.inner, self.model_id, self.calls = inner, inner.model_id, 0
+        self.completions: list[Completion] = []
 
     def complete(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
         self.calls += len(conversations)
-        return self.inner.complete(conversations, params)
+        completions = self.inner.complete(conversations, params)
+        self.completions += completions
+        return completions
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +168,24 @@ def test_call_cache_means_a_repeated_call_never_reaches_the_model(embedded: Llm,
     assert counting.calls == 4  # other sampling params are another call
 
 
+def test_the_prefilled_answer_is_part_of_the_cache_key(embedded: Llm, tmp_path: Path) -> None:
+    counting = CountingBackend(embedded.backend)
+    cache = CallCache(tmp_path / "calls.sqlite")
+    prefilled = Llm(counting, embedded.params, 4, max_retries=0, cache=cache, prefill_json=True)
+    plain = Llm(counting, embedded.params, 4, max_retries=0, cache=cache, prefill_json=False)
+
+    complete_json_batch(prefilled, [CAPITAL], Capital)
+    complete_json_batch(plain, [CAPITAL], Capital)
+    assert counting.calls == 2  # the same prompt with and without the prefill: two calls
+    complete_json_batch(prefilled, [CAPITAL], Capital)
+    assert counting.calls == 2
+
+    with sqlite3.connect(tmp_path / "calls.sqlite") as db:
+        requests = [json.loads(request) for (request,) in db.execute("SELECT request FROM calls")]
+    assert sorted(request["messages"][-1]["role"] for request in requests) == ["assistant", "user"]
+    assert {"role": "assistant", "content": '{"country": "'} in [request["messages"][-1] for request in requests]
+
+
 def test_structured_output_parses_the_answer_into_the_model(embedded: Llm) -> None:
     answer = complete_json(embedded, CAPITAL, Capital)
     assert answer.capital == "Paris"
@@ -135,6 +198,64 @@ def test_structured_output_gives_up_with_the_reason_and_every_answer(embedded: L
     assert failure.reason
     assert len(failure.answers) == 2
     assert "after 2 attempts" in str(failure)
+
+
+def test_json_answer_is_prefilled_with_the_opening_of_the_object() -> None:
+    assert json_prefix(Names) == '{"names": ["'
+    assert json_prefix(Scores) == '{"relevance": '
+    assert json_prefix(Capital) == '{"country": "'
+
+
+def test_prefill_makes_the_taxonomy_prompts_validate_at_the_first_attempt(
+    embedded: Llm, config: PipelineConfig
+) -> None:
+    """The default settings (prefill, repetition penalty 1.2, answers capped at json_max_new_tokens) on the
+    configured prompt. Measured: 6 of 6 at the first attempt (24 of 24 over eight subjects); without prefill and
+    penalty 3 of 6, the others looping ("Math 1", "Math 2", ...) until max_new_tokens."""
+    llm = Llm(
+        embedded.backend,
+        SamplingParams.from_config(config.llm),
+        config.llm.batch_size,
+        max_retries=0,
+        prefill_json=config.llm.prefill_json,
+        json_max_new_tokens=config.llm.json_max_new_tokens,
+    )
+    answers = complete_json_batch(llm, taxonomy_prompts(config), Names)
+    valid = [answer for answer in answers if isinstance(answer, Names)]
+    assert len(valid) >= 5, [answer for answer in answers if isinstance(answer, LlmOutputError)]
+    assert all(name.strip() for answer in valid for name in answer.names)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"names": ["Math", "Calculus"], {"name1": "Algebra", "name2": [',  # the model's own, for a taxonomy prompt
+        '{"names": ["Math", "Calculus"]} {"names": "Algebra"}, "and so on',
+        '{"names": ["Math", "Calculus"], "note": "cut here',
+        'Here: {"names": ["Math", "Calculus"] and more',
+    ],
+)
+def test_an_object_that_never_closes_is_salvaged_up_to_its_last_complete_value(text: str) -> None:
+    assert parse_answer(text, Names) == Names(names=["Math", "Calculus"])
+
+
+def test_salvage_never_lets_an_invalid_object_through() -> None:
+    assert salvage_object('{"names": ["Math", "Calc', 0) is None  # no member is complete
+    with pytest.raises(ValueError, match="names"):
+        parse_answer('{"names": [], "other": ["Math"', Names)  # salvaged, and refused by the schema
+
+
+def test_a_real_answer_cut_before_its_closing_brace_is_salvaged(embedded: Llm, config: PipelineConfig) -> None:
+    """Nine new tokens after '{"relevance": ' stop just short of the closing brace of the model's answer."""
+    counting = CountingBackend(embedded.backend)
+    llm = Llm(counting, embedded.params, 4, max_retries=0, prefill_json=True)
+    cut = replace(SamplingParams.from_config(config.llm), max_new_tokens=9)
+    [result] = complete_json_batch(llm, scores_prompts(config)[:1], Scores, params=cut)
+    [completion] = counting.completions
+    assert completion.finish_reason == "length"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(json_prefix(Scores) + completion.text)
+    assert isinstance(result, Scores)
 
 
 @pytest.mark.parametrize(
@@ -168,6 +289,7 @@ def served(embedded: Llm) -> Iterator[str]:
 def test_openai_backend_through_the_server_answers_like_the_model_itself(
     embedded: Llm,
     llm_config: LlmConfig,
+    config: PipelineConfig,
     served: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -192,6 +314,10 @@ def test_openai_backend_through_the_server_answers_like_the_model_itself(
         embedded.complete("Name a color."),
     ]
     assert complete_json(remote, CAPITAL, Capital).capital == "Paris"
+    # prefilled answers: the server continues the final assistant message, as vLLM does when asked
+    scores = complete_json_batch(remote, scores_prompts(config)[:2], Scores)
+    assert scores == complete_json_batch(embedded, scores_prompts(config)[:2], Scores)
+    assert all(isinstance(answer, Scores) for answer in scores)
 
     stored = b"".join(path.read_bytes() for path in tmp_path.glob("calls.sqlite*"))
     assert b"Paris" in stored
@@ -206,6 +332,14 @@ def test_server_refuses_a_request_without_the_key_or_for_another_model(
     refused = httpx.post(f"{served}/chat/completions", json=body)
     assert refused.status_code == 401
     assert API_KEY not in refused.text
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    prefill = [{"role": "user", "content": CAPITAL}, {"role": "assistant", "content": '{"capital": "'}]
+    for extra in ({}, {"continue_final_message": True}):  # a prefill is continued only when asked, as vLLM asks
+        unasked = httpx.post(
+            f"{served}/chat/completions", json={**body, "messages": prefill, **extra}, headers=headers
+        )
+        assert unasked.status_code == 400
 
     monkeypatch.setenv("V2T_TEST_LLM_KEY", API_KEY)
     openai = OpenAiLlmConfig(base_url=served, api_key_env="V2T_TEST_LLM_KEY", timeout_seconds=60.0)

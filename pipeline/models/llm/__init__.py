@@ -40,7 +40,10 @@ __all__ = [
 
 
 class Llm:
-    """A back-end behind the call cache, fed in batches of `batch_size`; only uncached prompts reach the model."""
+    """A back-end behind the call cache, fed in batches of `batch_size`; only uncached prompts reach the model.
+
+    `max_retries`, `prefill_json` and `json_max_new_tokens` are read by the structured calls (`structured.py`).
+    """
 
     def __init__(
         self,
@@ -49,12 +52,16 @@ class Llm:
         batch_size: int,
         max_retries: int,
         cache: CallCache | None = None,
+        prefill_json: bool = False,
+        json_max_new_tokens: int | None = None,
     ) -> None:
         self.backend = backend
         self.params = params
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.cache = cache
+        self.prefill_json = prefill_json
+        self.json_max_new_tokens = json_max_new_tokens
 
     @property
     def model_id(self) -> str:
@@ -102,4 +109,12 @@ def load_backend(cfg: LlmConfig) -> LlmBackend:
 def load_llm(cfg: LlmConfig) -> Llm:
     """One loaded model per config and process, shared by every stage and video."""
     cache = CallCache(cfg.cache_path) if cfg.cache_path else None
-    return Llm(load_backend(cfg), SamplingParams.from_config(cfg), cfg.batch_size, cfg.max_retries, cache)
+    return Llm(
+        load_backend(cfg),
+        SamplingParams.from_config(cfg),
+        cfg.batch_size,
+        cfg.max_retries,
+        cache,
+        prefill_json=cfg.prefill_json,
+        json_max_new_tokens=cfg.json_max_new_tokens,
+    )

@@ -1,4 +1,8 @@
-"""What every LLM back-end shares: the messages it takes, the sampling it obeys, the completion it returns."""
+"""What every LLM back-end shares: the messages it takes, the sampling it obeys, the completion it returns.
+
+A conversation that ends with an assistant message is a prefilled answer: the back-end continues that message
+(vLLM's `continue_final_message`) instead of opening a new assistant turn, and returns only the text it adds.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +23,11 @@ class SamplingParams:
     temperature: float
     top_p: float
     seed: int
+    repetition_penalty: float = 1.0  # 1.0 = off
 
     @classmethod
     def from_config(cls, cfg: LlmConfig) -> SamplingParams:
-        return cls(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
+        return cls(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed, cfg.repetition_penalty)
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,8 @@ class LlmBackendError(RuntimeError):
 def as_messages(prompt: Prompt) -> list[Message]:
     """A bare string is one user turn; the chat template adds the system turn the model expects."""
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def answer_prefix(messages: list[Message]) -> str | None:
+    """The start of the answer a prefilled conversation asks the model to continue; None for a new turn."""
+    return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else None

@@ -1,5 +1,9 @@
 """Any OpenAI-compatible chat endpoint: `vllm serve` in production, or this package's own `server.py`.
 
+A prefilled answer (a conversation ending with an assistant message) is sent with vLLM's extra fields
+`continue_final_message: true, add_generation_prompt: false`, and a repetition penalty as vLLM's extra
+`repetition_penalty`; api.openai.com knows neither, so neither is sent when unused.
+
 The API key comes from the environment variable the config names and lives only in the client's headers: it is
 never logged, never in an error message, never in the call cache.
 """
@@ -12,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from configs.schema import LlmConfig
-from pipeline.models.llm.base import Completion, LlmBackendError, Message, SamplingParams
+from pipeline.models.llm.base import Completion, LlmBackendError, Message, SamplingParams, answer_prefix
 
 
 class OpenAiBackend:
@@ -42,6 +46,10 @@ class OpenAiBackend:
             "top_p": params.top_p,
             "seed": params.seed,
         }
+        if params.repetition_penalty != 1.0:
+            body["repetition_penalty"] = params.repetition_penalty
+        if answer_prefix(messages) is not None:
+            body["continue_final_message"], body["add_generation_prompt"] = True, False
         try:
             response = self.client.post("chat/completions", json=body)
         except httpx.TransportError as error:

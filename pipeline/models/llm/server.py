@@ -3,7 +3,9 @@ back-ends) can use the model this process loaded.
 
     python -m pipeline.models.llm.server --port 8000 [--config C] [--host 127.0.0.1] [--api-key-env NAME]
 
-`POST /v1/chat/completions` (no streaming, n=1) and `GET /v1/models`. Bound to 127.0.0.1 unless told otherwise;
+`POST /v1/chat/completions` (no streaming, n=1) and `GET /v1/models`. Of vLLM's extra fields it honours
+`repetition_penalty` and the answer prefill: `continue_final_message: true, add_generation_prompt: false` with a
+final assistant message continues that message. Bound to 127.0.0.1 unless told otherwise;
 with `--api-key-env` every request must carry `Authorization: Bearer <that variable's value>`.
 """
 
@@ -46,6 +48,9 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    continue_final_message: bool = False
+    add_generation_prompt: bool = True
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
 
@@ -115,11 +120,13 @@ class ChatHandler(BaseHTTPRequestHandler):
             raise ApiError(HTTPStatus.BAD_REQUEST, "streaming is not supported")
         if request.model not in (None, llm.model_id):
             raise ApiError(HTTPStatus.NOT_FOUND, f"model {request.model!r} is not served here; {llm.model_id!r} is")
+        self._check_prefill(request)
         overrides = {
             "max_new_tokens": request.max_completion_tokens or request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
             "seed": request.seed,
+            "repetition_penalty": request.repetition_penalty,
         }
         params = replace(llm.params, **{name: value for name, value in overrides.items() if value is not None})
         completion = llm.complete([message.model_dump() for message in request.messages], params)
@@ -136,6 +143,24 @@ class ChatHandler(BaseHTTPRequestHandler):
                 }
             ],
         }
+
+    @staticmethod
+    def _check_prefill(request: ChatRequest) -> None:
+        """The back-ends continue a conversation that ends with an assistant message, so that is allowed only when
+        asked for, as vLLM asks for it; an assistant turn after an assistant turn cannot be served."""
+        if request.continue_final_message and request.add_generation_prompt:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "continue_final_message needs add_generation_prompt: false")
+        ends_with_answer = request.messages[-1].role == "assistant"
+        if request.continue_final_message and not ends_with_answer:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "continue_final_message needs a final assistant message")
+        if ends_with_answer and not request.continue_final_message:
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST,
+                "a final assistant message is served only as a prefill (continue_final_message: true, "
+                "add_generation_prompt: false)",
+            )
+        if not request.add_generation_prompt and not request.continue_final_message:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "add_generation_prompt: false is served only with a prefill")
 
     def log_message(self, format: str, *args) -> None:
         logger.debug("%s %s", self.address_string(), format % args)

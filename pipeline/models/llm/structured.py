@@ -1,6 +1,10 @@
 """Structured answers: ask for JSON, parse it out of whatever the model wrapped it in, validate it against a
 pydantic model, and re-ask with the validation error as feedback, up to `max_retries` times.
 
+Small models need help to stay on the rails: with `prefill_json` the answer is started for them with the object's
+opening and first key (`{"names": ["`), and an object they fail to close (`{"names": ["A", "B"], {"x"...`) is
+salvaged by closing it after its last complete top-level value. Either way pydantic has the last word.
+
 An answer that never validates is not dropped silently: it becomes an `LlmOutputError` holding the reason and
 every answer the model gave, for the caller to record as the failure of that unit of work.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -75,16 +80,65 @@ def _note(node: dict, defs: dict) -> str:
     return ", ".join(parts)
 
 
+def json_prefix(schema: type[BaseModel]) -> str:
+    """The opening of the object up to its first value, in the tokens a model would write it with:
+    `{"names": ["` for a list of strings, `{"relevance": ` for a number, no opening for a value that may be null;
+    `{` for a schema without fields."""
+    spec = schema.model_json_schema()
+    defs = spec.get("$defs", {})
+    properties = spec.get("properties", {})
+    if not properties:
+        return "{"
+    name, node = next(iter(properties.items()))
+    kind = _resolve(node, defs).get("type")
+    opening = "" if _nullable(node) else {"string": '"', "array": "["}.get(kind, "")
+    if opening == "[" and _resolve(_resolve(node, defs).get("items", {}), defs).get("type") == "string":
+        opening = '["'
+    return f"{{{json.dumps(name)}: {opening}"
+
+
+def _nullable(node: dict) -> bool:
+    return node.get("type") == "null" or any(option.get("type") == "null" for option in node.get("anyOf", []))
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"\s*")
+
+
+def salvage_object(text: str, start: int) -> Any | None:
+    """The longest prefix of the object opening at `start` that closes as JSON when cut after a complete top-level
+    value: `{"names": ["A", "B"], {"x"...` gives `{"names": ["A", "B"]}`. None when not even one member is whole."""
+    salvaged, position = None, start + 1
+    members: list[tuple[str, Any]] = []
+    while True:
+        try:
+            position = _SPACE.match(text, position).end()
+            key, position = _DECODER.raw_decode(text, position)
+            position = _SPACE.match(text, position).end()
+            if not isinstance(key, str) or text[position : position + 1] != ":":
+                return salvaged
+            value, position = _DECODER.raw_decode(text, _SPACE.match(text, position + 1).end())
+        except json.JSONDecodeError:
+            return salvaged
+        members.append((key, value))
+        salvaged = dict(members)
+        position = _SPACE.match(text, position).end()
+        if text[position : position + 1] != ",":
+            return salvaged
+        position += 1
+
+
 def json_candidates(text: str) -> Iterator[Any]:
-    """Every JSON value in an answer, in order: those inside code fences first, then any starting with { or [."""
+    """Every JSON value in an answer, in order: those inside code fences first, then any starting with { or [; an
+    object that does not close is offered as its salvaged prefix, where it has one."""
     fenced = [match.group(1) for match in FENCE.finditer(text)]
-    decoder = json.JSONDecoder()
     for body in [*fenced, text]:
         for start in (match.start() for match in re.finditer(r"[{\[]", body)):
             try:
-                yield decoder.raw_decode(body, start)[0]
+                yield _DECODER.raw_decode(body, start)[0]
             except json.JSONDecodeError:
-                continue
+                if body[start] == "{" and (salvaged := salvage_object(body, start)) is not None:
+                    yield salvaged
 
 
 def parse_answer(text: str, schema: type[Schema]) -> Schema:
@@ -115,8 +169,15 @@ def complete_json_batch(
     max_retries: int | None = None,
     params: SamplingParams | None = None,
 ) -> list[Schema | LlmOutputError]:
-    """One validated object per prompt, or the `LlmOutputError` saying why there is none; retries are batched."""
+    """One validated object per prompt, or the `LlmOutputError` saying why there is none; retries are batched.
+
+    Without `params`, the model's own with max_new_tokens capped at `llm.json_max_new_tokens`.
+    """
+    if params is None and llm.json_max_new_tokens is not None:
+        params = replace(llm.params, max_new_tokens=min(llm.params.max_new_tokens, llm.json_max_new_tokens))
     instruction = json_instruction(schema)
+    prefill = [{"role": "assistant", "content": json_prefix(schema)}] if llm.prefill_json else []
+    prefix = prefill[0]["content"] if prefill else ""
     conversations: list[list[Message]] = []
     for prompt in prompts:
         messages = as_messages(prompt)
@@ -127,21 +188,22 @@ def complete_json_batch(
     reasons = [""] * len(prompts)
     pending = list(range(len(prompts)))
     for _ in range((llm.max_retries if max_retries is None else max_retries) + 1):
-        completions = llm.complete_batch([conversations[i] for i in pending], params)
+        completions = llm.complete_batch([conversations[i] + prefill for i in pending], params)
         still_pending = []
         for index, completion in zip(pending, completions, strict=True):
-            answers[index].append(completion.text)
+            text = prefix + completion.text
+            answers[index].append(text)
             try:
-                results[index] = parse_answer(completion.text, schema)
+                results[index] = parse_answer(text, schema)
             except ValueError as error:
                 reasons[index] = _reason(error)
                 if completion.finish_reason == "length":
                     reasons[index] += " (the answer was cut at max_new_tokens)"
-                if answers[index][-2:-1] == [completion.text]:
+                if answers[index][-2:-1] == [text]:
                     continue  # the feedback changed nothing: a greedy model would only say it again
                 conversations[index] = [
                     *conversations[index],
-                    {"role": "assistant", "content": completion.text},
+                    {"role": "assistant", "content": text},
                     {"role": "user", "content": f"That answer is not valid: {reasons[index]}.\n\n{instruction}"},
                 ]
                 still_pending.append(index)

@@ -13,11 +13,11 @@ import threading
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from configs.schema import LlmConfig
 from pipeline.models.assets import file_digests, resolve_local
-from pipeline.models.llm.base import Completion, Message, SamplingParams
+from pipeline.models.llm.base import Completion, Message, SamplingParams, answer_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +85,58 @@ class TransformersBackend:
             eos_token_id=sorted(self.stop_ids),
         )
         with self._lock, torch.inference_mode():  # the lock covers the tokenizer too: it is not thread-safe
-            texts = [
-                self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                for c in conversations
-            ]
+            prefixes = [answer_prefix(conversation) for conversation in conversations]
+            texts = [self._render(c, prefix) for c, prefix in zip(conversations, prefixes, strict=True)]
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = batch.to(self.model.device)
             if sampling:
                 torch.manual_seed(params.seed)
-            output = self.model.generate(**batch, generation_config=generation)
-            return [self._completion(row) for row in output[:, batch["input_ids"].shape[1] :].tolist()]
+            processors = LogitsProcessorList()
+            if params.repetition_penalty != 1.0:
+                prompt_length = batch["input_ids"].shape[1]  # left padding: every answer starts at this column
+                processors.append(
+                    AnswerRepetitionPenalty(params.repetition_penalty, prompt_length, sorted(self.stop_ids))
+                )
+            output = self.model.generate(**batch, generation_config=generation, logits_processor=processors)
+            new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+            return [
+                self._completion(row, prefix is not None) for row, prefix in zip(new_tokens, prefixes, strict=True)
+            ]
 
-    def _completion(self, new_tokens: list[int]) -> Completion:
+    def _render(self, conversation: list[Message], prefix: str | None) -> str:
+        """The chat template up to the assistant's turn, then the prefilled start of its answer, if any."""
+        turns = conversation if prefix is None else conversation[:-1]
+        text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        return text if prefix is None else text + prefix
+
+    def _completion(self, new_tokens: list[int], continued: bool) -> Completion:
         end = next((i for i, token in enumerate(new_tokens) if token in self.stop_ids), None)
         kept = new_tokens if end is None else new_tokens[:end]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
-        return Completion(text, "length" if end is None else "stop")
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        # A continuation keeps its leading space: it may be what separates it from the prefilled text.
+        return Completion(text.rstrip() if continued else text.strip(), "length" if end is None else "stop")
+
+
+class AnswerRepetitionPenalty(LogitsProcessor):
+    """A repetition penalty over the answer being generated: a token it already holds has its logit divided by
+    `penalty` (multiplied when negative), as transformers' and vLLM's penalty does, but the prompt is not counted
+    and the end-of-turn tokens are spared. Counting the prompt would penalize the very keys and punctuation a JSON
+    answer must repeat from its instruction (a second key never came), and the end of turn that the chat template
+    puts in every prompt (the model then wrote on to max_new_tokens)."""
+
+    def __init__(self, penalty: float, prompt_length: int, spared_ids: list[int]) -> None:
+        self.penalty = penalty
+        self.prompt_length = prompt_length
+        self.spared_ids = spared_ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        vocab_size = scores.shape[-1]
+        answer = input_ids[:, self.prompt_length :].clamp(max=vocab_size)  # ids past the vocab land in a spare column
+        seen = torch.zeros((scores.shape[0], vocab_size + 1), dtype=torch.bool, device=scores.device)
+        seen = seen.scatter_(1, answer, True)[:, :vocab_size]
+        seen[:, self.spared_ids] = False
+        penalized = torch.where(scores < 0, scores * self.penalty, scores / self.penalty)
+        return torch.where(seen, penalized, scores)
 
 
 def _running(pid: int) -> bool:

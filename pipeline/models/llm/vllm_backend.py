@@ -9,7 +9,7 @@ import threading
 
 from configs.schema import LlmConfig
 from pipeline.models.assets import resolve_local
-from pipeline.models.llm.base import Completion, LlmBackendError, Message, SamplingParams
+from pipeline.models.llm.base import Completion, LlmBackendError, Message, SamplingParams, answer_prefix
 
 
 class VllmBackend:
@@ -40,7 +40,27 @@ class VllmBackend:
             temperature=params.temperature,
             top_p=params.top_p,
             seed=params.seed,
+            repetition_penalty=params.repetition_penalty,
         )
+        # `LLM.chat` continues the final message for a whole batch or for none: prefilled answers go apart.
+        continued = [answer_prefix(conversation) is not None for conversation in conversations]
+        done: dict[int, Completion] = {}
         with self._lock:
-            outputs = self.engine.chat(conversations, sampling, use_tqdm=False)
-        return [Completion(out.outputs[0].text.strip(), out.outputs[0].finish_reason or "stop") for out in outputs]
+            for prefilled in (False, True):
+                indices = [i for i, flag in enumerate(continued) if flag == prefilled]
+                if not indices:
+                    continue
+                outputs = self.engine.chat(
+                    [conversations[i] for i in indices],
+                    sampling,
+                    use_tqdm=False,
+                    add_generation_prompt=not prefilled,
+                    continue_final_message=prefilled,
+                )
+                for index, out in zip(indices, outputs, strict=True):
+                    text = out.outputs[0].text
+                    # A continuation keeps its leading space: it may be what separates it from the prefilled text.
+                    done[index] = Completion(
+                        text.rstrip() if prefilled else text.strip(), out.outputs[0].finish_reason or "stop"
+                    )
+        return [done[index] for index in range(len(conversations))]

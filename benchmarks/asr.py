@@ -1,0 +1,61 @@
+"""ASR speed: the real-time factor of faster-whisper and openai-whisper on the same audio and the same weights.
+
+Both run in this process on the same file with the same threads, in turn, best of N, so slow drifts of a shared
+machine hit both alike. Loading, the one-off checkpoint conversion and openai-whisper's numba compilation are
+left out: each back-end transcribes a few seconds once before it is timed. On a machine busy with other work,
+torch's threads wait on each other far more than CTranslate2's: pass --threads 1 there for a fair ratio.
+
+    .venv/bin/python benchmarks/asr.py [VIDEO] [--repeat N] [--threads N] [--config CONFIG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from configs import load_config
+from pipeline.asr import transcribe_media
+from pipeline.audio import SAMPLE_RATE, audio_chunks
+from pipeline.models.asr import load_asr
+
+SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "lecture.mp4"
+BACKENDS = ("faster-whisper", "openai-whisper")
+WARM_UP_SECONDS = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("video", nargs="?", default=str(SAMPLE))
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="model threads for both; default: the config's")
+    parser.add_argument("--config", default=None, help="a config whose asr section both back-ends share")
+    args = parser.parse_args()
+    base = load_config(args.config).asr
+    if args.threads is not None:
+        base = base.model_copy(update={"cpu_threads": args.threads})
+    audio = [chunk.samples for chunk in audio_chunks(args.video, base.chunk_seconds)]
+    seconds = sum(len(samples) for samples in audio) / SAMPLE_RATE
+    configs = {backend: base.model_copy(update={"backend": backend}) for backend in BACKENDS}
+    for cfg in configs.values():
+        load_asr(cfg).transcribe(audio[0][: WARM_UP_SECONDS * SAMPLE_RATE], cfg.language)
+    timings: dict[str, list[float]] = {backend: [] for backend in BACKENDS}
+    words: dict[str, int] = {}
+    for _ in range(args.repeat):
+        for backend, cfg in configs.items():
+            started = time.perf_counter()
+            segments, _, _ = transcribe_media(args.video, cfg)
+            timings[backend].append(time.perf_counter() - started)
+            words[backend] = sum(len(segment["words"]) for segment in segments)
+    best = {backend: min(values) for backend, values in timings.items()}
+    print(f"audio: {args.video} ({seconds:.0f} s), model {base.model} on {base.device}, threads {base.cpu_threads}")
+    for backend in BACKENDS:
+        print(
+            f"{backend}: {best[backend]:.2f} s, {words[backend]} words, real-time factor {best[backend] / seconds:.3f}"
+        )
+    ratio = best["openai-whisper"] / best["faster-whisper"]
+    print(f"faster-whisper is {ratio:.2f}x faster than openai-whisper (best of {args.repeat})")
+
+
+if __name__ == "__main__":
+    main()
