@@ -223,6 +223,11 @@ class LlmConfig(Section):
     vllm: VllmLlmConfig
 
 
+class EmbeddingsConfig(Section):
+    text_model: str = Field(description="sentence-transformers model: pkg:<module>/<folder>, a folder or a hub name")
+    device: str
+
+
 class PipelineConfig(Section):
     input: InputConfig
     taxonomy: TaxonomyConfig
@@ -240,6 +245,7 @@ class PipelineConfig(Section):
     run: RunConfig
     schedules: SchedulesConfig
     llm: LlmConfig
+    embeddings: EmbeddingsConfig
 
 
 class ConfigError(ValueError):

@@ -26,14 +26,17 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 def print_summary(summary: dict[str, Any]) -> None:
     videos = summary["videos"]
-    print(f"\nvideos: {videos['in']} in, {videos['failed']} failed")
+    print(f"\nvideos: {videos['in']} in, {videos['failed']} failed, {sum(videos['dropped'].values())} dropped")
     for reason, count in summary["failures"]["by_reason"].items():
         print(f"  failed x{count}: {reason}")
-    print(f"\n{'stage':<11}{'done':>6}{'skipped':>9}{'failed':>8}{'blocked':>9}{'wall s':>9}{'video s/s':>11}")
+    for reason, count in videos["dropped"].items():
+        print(f"  dropped x{count}: {reason}")
+    columns = f"{'done':>6}{'skipped':>9}{'dropped':>9}{'failed':>8}{'blocked':>9}"
+    print(f"\n{'stage':<13}{columns}{'wall s':>9}{'video s/s':>11}")
     for stage, row in summary["stages"].items():
         rate = f"{row['media_seconds_per_second']:.1f}" if row["media_seconds_per_second"] else "-"
         print(
-            f"{stage:<11}{row['done']:>6}{row['skipped']:>9}{row['failed']:>8}{row['blocked']:>9}"
+            f"{stage:<13}{row['done']:>6}{row['skipped']:>9}{row['dropped']:>9}{row['failed']:>8}{row['blocked']:>9}"
             f"{row['wall_seconds']:>9.1f}{rate:>11}"
         )
     totals = summary["totals"]

@@ -95,14 +95,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"**{summary['videos']['in']} videos, {summary['videos']['failed']} failed, {summary['samples']} samples** "
         f"in {', '.join(summary['shards']) or 'no shard'}",
         "",
-        "| stage | done | skipped | failed | blocked | wall s | video s/s |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | done | skipped (already done) | dropped | failed | blocked | wall s | video s/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for stage, row in summary["stages"].items():
         rate = row["media_seconds_per_second"] or "-"
-        lines.append(f"| {stage} | {row['done']} | {row['skipped']} | {row['failed']} | {row['blocked']} | "
-                     f"{row['wall_seconds']} | {rate} |")  # fmt: skip
+        counts = " | ".join(str(row[key]) for key in ("done", "skipped", "dropped", "failed", "blocked"))
+        lines.append(f"| {stage} | {counts} | {row['wall_seconds']} | {rate} |")
     lines += ["", *(f"- failed x{count}: {reason}" for reason, count in summary["failures"]["by_reason"].items())]
+    lines += [f"- dropped x{count}: {reason}" for reason, count in summary["videos"]["dropped"].items()]
     return "\n".join(lines)
 
 

@@ -58,7 +58,7 @@ class StageReport:
         media = sum(result.media_seconds for result in results if result.status == "done")
         return cls(
             stage,
-            {k: counts.get(k, 0) for k in ("done", "skipped", "failed", "blocked")},
+            {k: counts.get(k, 0) for k in ("done", "skipped", "failed", "blocked", "dropped")},
             wall_seconds,
             media,
             results,
@@ -146,6 +146,16 @@ class RunFiles:
             totals["samples"] += stamp.stats.get("samples", 0) if stamp else 0
         return dict(sorted(totals.items()))
 
+    def dropped(self, videos: list[VideoInput]) -> dict[str, int]:
+        """Videos a filter dropped, by "stage: reason", read from the last per-video stage's stamps."""
+        last = VIDEO_STAGES[-1].name
+        reasons: Counter[str] = Counter()
+        for video in videos:
+            stamp = read_stamp(self.out, self.out.stage_file(last, video.video_id))
+            if stamp is not None and stamp.stats.get("dropped"):
+                reasons[f"{stamp.stats.get('dropped_by', last)}: {stamp.stats['dropped']}"] += 1
+        return dict(reasons.most_common())
+
     def finish(
         self, workspace: Workspace, videos: list[VideoInput], reports: list[StageReport], seconds: float
     ) -> dict[str, Any]:
@@ -158,7 +168,11 @@ class RunFiles:
         shards = [entry["file"] for entry in index["shards"]] if index else []
         summary = {
             "out": self.out.url,
-            "videos": {"in": len(videos), "failed": len({record["video_id"] for record in failures})},
+            "videos": {
+                "in": len(videos),
+                "failed": len({record["video_id"] for record in failures}),
+                "dropped": self.dropped(videos),
+            },
             "stages": {report.stage: report.to_json() for report in reports},
             "totals": self.totals(videos),
             "failures": {

@@ -25,7 +25,7 @@ from storage.outdir import OutDir
 from storage.shards import read_index, resolve_images, write_shards
 from storage.tables import Stamp, digest, read_stamp, read_table, rows_to_table, write_table
 
-Status = Literal["done", "skipped", "failed", "blocked"]
+Status = Literal["done", "skipped", "failed", "blocked", "dropped"]
 SOURCE_SAMPLE_BYTES = 1 << 20
 SHARDS_VERSION = 1
 
@@ -238,8 +238,13 @@ class Workspace:
             result.status = "skipped"
             return result
         started = time.perf_counter()
+        dropped = self.dropped_reason(stage.inputs, video.video_id)
 
         def work() -> StageOutput:
+            if dropped is not None:
+                output = StageOutput(rows=[], stats={"dropped": dropped[1], "dropped_by": dropped[0]})
+                self._write(stage.name, path, rows_to_table([], stage.schema), input_key, inputs, output.stats, force)
+                return output
             tables = {name: read_table(self.out, self.out.stage_file(name, video.video_id)) for name in stage.inputs}
             output = stage.run(VideoWork(video, tables, self.config, self.media_dir))
             self._write(
@@ -248,11 +253,23 @@ class Workspace:
             return output
 
         result = self._record(result, video.source, started, work)
+        if result.status == "done" and result.stats.get("dropped"):
+            result.status = "dropped"
+            result.message = f"{result.stats.get('dropped_by', stage.name)}: {result.stats['dropped']}"
         if stage.name == "probe" and result.status == "done":
             result.media_seconds = result.stats["duration"]
         if stage.reads_media and result.status == "done" and not self.config.download.keep_media:
             self._release_media(video)
         return result
+
+    def dropped_reason(self, stages: tuple[str, ...], video_id: str) -> tuple[str, str] | None:
+        """(filter stage, reason) if a filter upstream dropped the video: the drop passes down the DAG as empty
+        results, so later stages cost nothing and the reason reaches the summary."""
+        for name in stages:
+            stamp = read_stamp(self.out, self.out.stage_file(name, video_id))
+            if stamp is not None and stamp.stats.get("dropped"):
+                return stamp.stats.get("dropped_by", name), stamp.stats["dropped"]
+        return None
 
     @property
     def media_dir(self) -> Path | None:

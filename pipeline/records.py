@@ -23,7 +23,9 @@ class VideoInput:
 
 @dataclass
 class StageOutput:
-    """The rows a stage made for one unit, and figures about the work for the summary."""
+    """The rows a stage made for one unit, and figures about the work for the summary.
+
+    A filter drops its whole video by setting `stats["dropped"]` to the reason: later stages then skip it."""
 
     rows: list[dict[str, Any]]
     stats: dict[str, Any] = field(default_factory=dict)
