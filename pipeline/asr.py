@@ -20,7 +20,7 @@ from pipeline.filter_meta import detect_language
 from pipeline.models.asr import load_asr
 from pipeline.records import StageOutput, VideoWork
 
-VERSION = 2
+VERSION = 3
 REPETITION = "repetition"
 HIGH_COMPRESSION_RATIO = "high_compression_ratio"
 LOW_AVG_LOGPROB = "low_avg_logprob"
@@ -114,7 +114,7 @@ def asr_output(path: str, cfg: AsrConfig) -> StageOutput:
         "segments": len(rows),
         "words": sum(len(row["words"]) for row in rows),
         "flagged": sum(1 for row in rows if row["flags"]),
-        "dropped": len(dropped),
+        "segments_dropped": len(dropped),  # not "dropped": that key drops the whole video (StageOutput)
         "asr_repetitive": repetitive_share > cfg.guards.max_repetitive_share,
         "reasons": dict(Counter(reason for segment in segments for reason in segment["flags"])),
         "dropped_segments": dropped,

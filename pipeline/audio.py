@@ -8,13 +8,12 @@ cut in two.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.media import MediaError, ffmpeg_exe
+from pipeline.media import ffmpeg_output
 
 SAMPLE_RATE = 16000
 SAMPLE_BYTES = 2  # s16le
@@ -48,15 +47,12 @@ def _quietest_cut(samples: np.ndarray, search_samples: int) -> int:
 def audio_chunks(path: str, chunk_seconds: float) -> Iterator[AudioChunk]:
     """The media's audio in windows of at most `chunk_seconds`, in order, covering every sample once."""
     window = int(chunk_seconds * SAMPLE_RATE)
-    command = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE)]
-    command += ["-f", "s16le", "-"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None and process.stderr is not None
+    args = ["-i", path, "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le"]
     carried = np.empty(0, dtype=np.float32)
     start = 0
-    try:
+    with ffmpeg_output(args, "ffmpeg failed to decode audio") as stdout:
         while True:
-            raw = process.stdout.read((window - len(carried)) * SAMPLE_BYTES)
+            raw = stdout.read((window - len(carried)) * SAMPLE_BYTES)
             pcm = np.frombuffer(raw[: len(raw) // SAMPLE_BYTES * SAMPLE_BYTES], np.int16)
             samples = np.concatenate([carried, pcm.astype(np.float32) / 32768.0])
             if len(samples) < window:  # the end of the stream
@@ -66,12 +62,3 @@ def audio_chunks(path: str, chunk_seconds: float) -> Iterator[AudioChunk]:
             cut = _quietest_cut(samples, int(CUT_SEARCH_SECONDS * SAMPLE_RATE))
             yield AudioChunk(start / SAMPLE_RATE, samples[:cut])
             carried, start = samples[cut:], start + cut
-        stderr = process.stderr.read().decode(errors="replace")
-        if process.wait() != 0:
-            raise MediaError(f"ffmpeg failed to decode audio: {stderr.strip()[-500:]}")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
-        process.stderr.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from typing import IO
 
 import numpy as np
 
@@ -33,25 +35,30 @@ def scaled_size(width: int, height: int, target_width: int | None) -> tuple[int,
     return target_width - target_width % 2, scaled_height
 
 
-def _stream_frames(args: list[str], frame_bytes: int, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+@contextmanager
+def ffmpeg_output(args: list[str], failure: str) -> Iterator[IO[bytes]]:
+    """ffmpeg's output as a pipe to read at the caller's pace. Read to the end, a failed ffmpeg raises `MediaError`
+    with `failure` and its last error lines; whatever the exit (early stop included) the process is ended."""
     command = [ffmpeg_exe(), "-nostdin", "-v", "error", *args, "-"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     try:
-        while True:
-            chunk = process.stdout.read(frame_bytes)
-            if len(chunk) < frame_bytes:
-                break
-            yield np.frombuffer(chunk, dtype=np.uint8).reshape(shape)
+        yield process.stdout
         stderr = process.stderr.read().decode(errors="replace")
         if process.wait() != 0:
-            raise MediaError(f"ffmpeg failed: {stderr.strip()[-500:]}")
+            raise MediaError(f"{failure}: {stderr.strip()[-500:]}")
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+def _stream_frames(args: list[str], frame_bytes: int, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    with ffmpeg_output(args, "ffmpeg failed") as stdout:
+        while len(chunk := stdout.read(frame_bytes)) == frame_bytes:
+            yield np.frombuffer(chunk, dtype=np.uint8).reshape(shape)
 
 
 def sample_frames(

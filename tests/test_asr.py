@@ -241,7 +241,7 @@ def test_vad_hears_nothing_in_noise(no_speech_videos, openai_config, backend):
     cfg = openai_config if backend == "openai-whisper" else _asr_config()
     cfg = cfg.model_copy(update={"vad_filter": True})
     output = asr.asr_output(str(no_speech_videos["noise"]), cfg)
-    assert output.rows == [] and output.stats["dropped"] == 0
+    assert output.rows == [] and output.stats["segments_dropped"] == 0
 
 
 def test_loops_are_found_in_words_not_in_chance_repeats():
