@@ -169,11 +169,29 @@ class SchedulesConfig(Section):
     collect: str | None = Field(description="collection alone; downloads and stages skip what is done")
 
 
+class TaskPolicyConfig(Section):
+    retries: int = Field(ge=0, description="reruns of a unit whose failure may pass (network, endpoint, timeout)")
+    retry_delay_seconds: float = Field(ge=0, description="wait before the first retry; doubles at each next one")
+    timeout_seconds: float | None = Field(gt=0, description="a unit running longer fails (and may retry)")
+
+
+class TaskPoliciesConfig(Section):
+    network: TaskPolicyConfig
+    model: TaskPolicyConfig
+    compute: TaskPolicyConfig
+
+
 class RunConfig(Section):
     workers: int = Field(ge=1, description="videos processed at once within a stage")
     progress: bool
     runner: Literal["local", "ray", "dask"] = Field(description="local threads, or a Ray / Dask cluster")
     address: str | None = Field(description="an existing Ray or Dask cluster; null starts a local one")
+    tasks: TaskPoliciesConfig = Field(description="retries and timeouts by stage kind (see pipeline/dag.py)")
+    concurrency_limits: dict[str, int] = Field(
+        description="task runs at once per Prefect tag: stage:<name>, network, model, compute, gpu (a stage whose "
+        "model runs on a CUDA device)"
+    )
+    gpus_per_model_task: float = Field(ge=0, description="GPUs a Ray worker reserves for a GPU stage's task")
 
 
 class TransformersLlmConfig(Section):

@@ -11,11 +11,12 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from configs import PipelineConfig, parse_config
-from flows.process import gather
+from flows.process import Submitted, gather, unit_state
 from flows.run_files import RunFiles, StageReport
-from flows.runners import task_runner
+from flows.runners import task_options, task_runner
 from flows.units import COLLECTED_UNIT, UnitResult, UnitSpec, Workspace, source_fingerprint
 from pipeline import filter_meta, search, taxonomy
 from pipeline.inputs import ResolvedInputs
@@ -57,8 +58,8 @@ def points(workspace: Workspace) -> list[dict[str, Any]]:
     return read_table(workspace.out, path).to_pylist() if workspace.out.exists(path) else []
 
 
-@task(task_run_name="search-{point_id}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def search_task(point_id: str, point: dict[str, Any], workspace: Workspace, force: bool) -> UnitResult:
+@task(task_run_name="search-{point_id}", cache_policy=NO_CACHE)
+def search_task(point_id: str, point: dict[str, Any], workspace: Workspace, force: bool) -> State:
     cfg = workspace.config.search
     query = cfg.query_template.format(**point)
     spec = UnitSpec("search", point_id, search.VERSION, ("search",), {"query": query}, schemas.SEARCH, query)
@@ -67,7 +68,7 @@ def search_task(point_id: str, point: dict[str, Any], workspace: Workspace, forc
         rows = search.search_point(point_id, query, cfg)
         return StageOutput(rows=rows, stats={"results": len(rows)})
 
-    return workspace.run_unit(spec, compute, force)
+    return unit_state(workspace.run_unit(spec, compute, force), workspace.config.run.tasks.network.retries)
 
 
 def run_filter_meta(workspace: Workspace, tree: list[dict[str, Any]], force: bool = False) -> UnitResult:
@@ -123,8 +124,12 @@ def collect_flow(out: str, config: dict[str, Any], force: bool = False) -> list[
     tree_result = run_taxonomy(workspace, force)
     reports.append(StageReport.from_results("taxonomy", [tree_result], time.perf_counter() - started))
     tree = points(workspace)
-    futures = [search_task.submit(point["point_id"], point, workspace, force) for point in tree]
-    reports.append(gather("search", futures, progress))
+    searches = search_task.with_options(**task_options("search", "network", ("search",), pipeline_config))
+    submitted = [
+        Submitted(searches.submit(point["point_id"], point, workspace, force), "search", point["point_id"], "")
+        for point in tree
+    ]
+    reports.append(gather("search", submitted, workspace, progress))
     started = time.perf_counter()
     reports.append(StageReport.from_results("filter_meta", [run_filter_meta(workspace, tree, force)],
                                             time.perf_counter() - started))  # fmt: skip
@@ -135,8 +140,7 @@ def collect(out: str, config: PipelineConfig, force: bool = False) -> ResolvedIn
     """Run the collection flow and return the kept videos as the inputs of processing."""
     from flows.process import quiet_task_logs_on_console
 
-    if config.run.progress:
-        quiet_task_logs_on_console()
+    quiet_task_logs_on_console(config.run.progress)
     runner = task_runner(config.run)
     reports = collect_flow.with_options(task_runner=runner)(
         out=out, config=config.model_dump(mode="json"), force=force

@@ -1,12 +1,19 @@
-"""Task runners, kept apart from the flows: local threads, a Ray cluster (prefect-ray) or a Dask cluster
-(prefect-dask). Stages run unchanged on any of them; model back-ends load once per worker process, because
-each back-end is cached per process, not per video."""
+"""Executors, kept apart from the flows: task runners (local threads, a Ray cluster through prefect-ray, a Dask
+cluster through prefect-dask) and the policies a stage's tasks run under (retries, timeouts, tags, GPUs).
+Stages run unchanged on any runner; model back-ends load once per worker process, because each back-end is
+cached per process, not per video."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from configs import PipelineConfig
 from configs.schema import RunConfig
+from pipeline.dag import StageKind
 
 
 def task_runner(cfg: RunConfig) -> TaskRunner:
@@ -22,3 +29,52 @@ def task_runner(cfg: RunConfig) -> TaskRunner:
             return DaskTaskRunner(address=cfg.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True})
     return ThreadPoolTaskRunner(max_workers=cfg.workers)
+
+
+def _section_on_gpu(name: str, config: PipelineConfig) -> bool:
+    if name == "llm":
+        llm = config.llm
+        return llm.backend == "vllm" or (llm.backend == "transformers" and llm.transformers.device.startswith("cuda"))
+    device = getattr(getattr(config, name, None), "device", None)
+    return isinstance(device, str) and device.startswith("cuda")
+
+
+def uses_gpu(sections: tuple[str, ...], config: PipelineConfig) -> bool:
+    """A stage needs a GPU when a model of a config section it reads is set to run on one."""
+    return any(_section_on_gpu(name, config) for name in sections)
+
+
+def task_options(stage: str, kind: StageKind, sections: tuple[str, ...], config: PipelineConfig) -> dict[str, Any]:
+    """Prefect task options of one stage: retries with doubling delays and a timeout by stage kind, and tags for
+    the server's concurrency limits (`stage:<name>`, the kind, `gpu`)."""
+    policy = getattr(config.run.tasks, kind)
+    tags = [f"stage:{stage}", kind] + (["gpu"] if uses_gpu(sections, config) else [])
+    return {
+        "retries": policy.retries,
+        "retry_delay_seconds": [policy.retry_delay_seconds * 2**n for n in range(policy.retries)] or 0,
+        "timeout_seconds": policy.timeout_seconds,
+        "tags": tags,
+    }
+
+
+@contextlib.contextmanager
+def stage_resources(gpu: bool, cfg: RunConfig) -> Iterator[None]:
+    """On Ray, a GPU stage's tasks reserve GPUs, so the cluster places them on GPU workers one per device."""
+    if cfg.runner != "ray" or not gpu:
+        yield
+        return
+    from prefect_ray.context import remote_options
+
+    with remote_options(num_gpus=cfg.gpus_per_model_task):
+        yield
+
+
+def apply_concurrency_limits(limits: dict[str, int]) -> None:
+    """Create or update the tag limits on the Prefect API the flow runs against (server or ephemeral)."""
+    if not limits:
+        return
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        for tag, limit in limits.items():
+            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)

@@ -19,7 +19,7 @@ from pipeline import pack
 from pipeline.dag import PACK_INPUT, PACK_STAGE, PACK_VERSION, SHARDS_STAGE, STAGES_BY_NAME, VideoStage
 from pipeline.download import is_url
 from pipeline.inputs import sanitize_id
-from pipeline.records import StageOutput, VideoInput, VideoWork
+from pipeline.records import StageOutput, VideoInput, VideoWork, is_transient
 from storage import schemas
 from storage.outdir import OutDir
 from storage.shards import read_index, resolve_images, write_shards
@@ -55,6 +55,7 @@ class UnitResult:
     stats: dict[str, Any] = field(default_factory=dict)
     error_type: str | None = None
     message: str | None = None
+    transient: bool = False
 
 
 def source_fingerprint(path: str) -> str:
@@ -152,7 +153,7 @@ class Workspace:
         try:
             output: StageOutput = work()
         except Exception as error:  # every failure becomes a record; the run goes on
-            result.status, result.error_type = "failed", type(error).__name__
+            result.status, result.error_type, result.transient = "failed", type(error).__name__, is_transient(error)
             result.message = str(error).strip().splitlines()[0][:500] if str(error).strip() else repr(error)
             result.seconds = time.perf_counter() - started
             self.record_failure(result.stage, result.unit, result.error_type, result.message, source,

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pyarrow as pa
 
 from pipeline import asr, clips, download, interleave, keyframes, ocr, pack, probe
 from pipeline.records import StageOutput, VideoWork
 from storage import schemas
+
+# What a stage's failures look like, for the executor's retries and timeouts: "network" fetches, "model" runs a
+# model back-end (possibly on a GPU or behind an endpoint), "compute" is deterministic local work.
+StageKind = Literal["network", "model", "compute"]
 
 
 @dataclass(frozen=True)
@@ -27,12 +32,24 @@ class VideoStage:
     run: Callable[[VideoWork], StageOutput]
     uses_source: bool = False
     reads_media: bool = False
+    kind: StageKind = "compute"
 
 
 VIDEO_STAGES: tuple[VideoStage, ...] = (
-    VideoStage("download", download.VERSION, (), ("download",), schemas.DOWNLOAD, download.run, uses_source=True),
+    VideoStage(
+        "download",
+        download.VERSION,
+        (),
+        ("download",),
+        schemas.DOWNLOAD,
+        download.run,
+        uses_source=True,
+        kind="network",
+    ),  # fmt: skip
     VideoStage("probe", probe.VERSION, ("download",), ("probe",), schemas.PROBE, probe.run, reads_media=True),
-    VideoStage("asr", asr.VERSION, ("download", "probe"), ("asr",), schemas.ASR, asr.run, reads_media=True),
+    VideoStage(
+        "asr", asr.VERSION, ("download", "probe"), ("asr",), schemas.ASR, asr.run, reads_media=True, kind="model"
+    ),  # fmt: skip
     VideoStage("clips", clips.VERSION, ("probe", "asr"), ("clips",), schemas.CLIPS, clips.run),
     VideoStage(
         "keyframes",
@@ -43,7 +60,7 @@ VIDEO_STAGES: tuple[VideoStage, ...] = (
         keyframes.run,
         reads_media=True,
     ),  # fmt: skip
-    VideoStage("ocr", ocr.VERSION, ("keyframes",), ("ocr",), schemas.OCR, ocr.run),
+    VideoStage("ocr", ocr.VERSION, ("keyframes",), ("ocr",), schemas.OCR, ocr.run, kind="model"),
     VideoStage(
         "interleave",
         interleave.VERSION,

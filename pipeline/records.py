@@ -45,3 +45,9 @@ class VideoWork:
     def media_path(self) -> str:
         """The local video file: the input itself, or what the download stage fetched."""
         return self.inputs["download"]["path"][0].as_py()
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying the same unit again later may succeed: errors say so with a `transient` attribute (a 429, an
+    unreachable endpoint); timeouts and dropped connections always may."""
+    return bool(getattr(error, "transient", False)) or isinstance(error, TimeoutError | ConnectionError)

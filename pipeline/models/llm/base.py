@@ -47,7 +47,12 @@ class LlmBackend(Protocol):
 
 
 class LlmBackendError(RuntimeError):
-    """A back-end that cannot answer: a missing package, an unreachable server, an error status."""
+    """A back-end that cannot answer: a missing package, an unreachable server, an error status. `transient`: a
+    later try may get an answer (the server was down or busy)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def as_messages(prompt: Prompt) -> list[Message]:

@@ -53,10 +53,12 @@ class OpenAiBackend:
         try:
             response = self.client.post("chat/completions", json=body)
         except httpx.TransportError as error:
-            raise LlmBackendError(f"cannot reach {self.client.base_url}: {type(error).__name__}: {error}") from None
+            message = f"cannot reach {self.client.base_url}: {type(error).__name__}: {error}"
+            raise LlmBackendError(message, transient=True) from None
         if response.is_error:
             raise LlmBackendError(
-                f"{self.client.base_url}chat/completions answered {response.status_code}: {response.text[:500]}"
+                f"{self.client.base_url}chat/completions answered {response.status_code}: {response.text[:500]}",
+                transient=response.status_code == 429 or response.status_code >= 500,
             )
         choice = response.json()["choices"][0]
         return Completion(choice["message"].get("content") or "", choice.get("finish_reason") or "stop")

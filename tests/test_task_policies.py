@@ -1,0 +1,87 @@
+"""Task policies through Prefect for real: a transient failure (HTTP 429) is retried by Prefect with the network
+kind's retries, then recorded; stages carry tags and the configured tag limits exist on the API; a rerun shows
+units as Skipped task runs, as the UI does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from configs import parse_config
+from flows.runners import task_options
+from tests.conftest import PART2
+
+pytestmark = pytest.mark.slow
+
+FLOW_AND_API = """
+import json, sys
+import yaml
+from prefect import get_client
+from prefect.client.schemas.sorting import TaskRunSort
+from configs import parse_config
+from flows.process import process
+from flows.run_files import RunFiles
+from pipeline.inputs import resolve_inputs
+
+out, manifest, config_path = sys.argv[1:]
+config = parse_config(yaml.safe_load(open(config_path)))
+RunFiles.open(out).start(config, resolve_inputs(manifest, config.input))
+summaries = [process(out, config, ["download", "probe"]) for _ in range(2)]
+with get_client(sync_client=True) as client:
+    runs = client.read_task_runs(limit=100, sort=TaskRunSort.ID_DESC)
+    limits = client.read_concurrency_limits(limit=10, offset=0)
+print(json.dumps({
+    "summaries": summaries,
+    "runs": [{"name": r.name, "state": r.state.name, "run_count": r.run_count, "tags": r.tags} for r in runs],
+    "limits": {limit.tag: limit.concurrency_limit for limit in limits},
+}))
+"""
+
+
+def test_transient_failures_retry_and_reruns_show_skipped(tmp_path: Path, media_server):
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text(f"{media_server.url}/busy.mp4\n{PART2}\n")
+    config = {
+        "run": {"progress": False, "concurrency_limits": {"network": 2},
+                "tasks": {"network": {"retries": 1, "retry_delay_seconds": 0.5, "timeout_seconds": 120}}},
+        "download": {"attempts": 1, "backoff_seconds": 0},
+    }  # fmt: skip
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-c", FLOW_AND_API, str(tmp_path / "out"), str(manifest), str(config_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    assert media_server.hits["/busy.mp4"] == 4, "one try per Prefect attempt, two attempts per run"
+    first, second = report["summaries"]
+    assert first["stages"]["download"]["failed"] == 1 and first["stages"]["download"]["done"] == 1
+    assert first["failures"]["by_reason"] == {"download: HTTP 429 (rate limited) after 1 attempts": 1}
+    assert second["stages"]["download"]["skipped"] == 1 and second["stages"]["probe"]["skipped"] == 1
+
+    runs = report["runs"]
+    busy = [run for run in runs if run["name"] == "download-busy"]
+    assert len(busy) == 2 and all(run["state"] == "Failed" and run["run_count"] == 2 for run in busy)
+    assert all(set(run["tags"]) == {"network", "stage:download"} for run in busy)
+    local = sorted(run["state"] for run in runs if run["name"] == "download-lecture_part2")
+    assert local == ["Completed", "Skipped"]
+    assert sorted(run["state"] for run in runs if run["name"] == "probe-busy") == ["Blocked", "Blocked"]
+    assert report["limits"] == {"network": 2}
+
+
+def test_gpu_stages_are_tagged_by_where_their_model_runs():
+    cpu = parse_config({})
+    gpu = parse_config({"asr": {"device": "cuda"}, "llm": {"backend": "vllm"}})
+    assert task_options("asr", "model", ("asr",), cpu)["tags"] == ["stage:asr", "model"]
+    assert task_options("asr", "model", ("asr",), gpu)["tags"] == ["stage:asr", "model", "gpu"]
+    assert "gpu" in task_options("refine", "model", ("refine", "llm"), gpu)["tags"]
+    options = task_options("download", "network", ("download",), cpu)
+    assert options["retries"] == 2 and options["retry_delay_seconds"] == [30.0, 60.0]
