@@ -1,5 +1,5 @@
-"""Scale-out paths on real infrastructure started here: a local Ray cluster, and an S3-compatible server (moto)
-on 127.0.0.1 as the output store. Both must give the same shard content as a local run."""
+"""Scale-out paths on real infrastructure started here: local Ray and Dask clusters, and an S3-compatible server
+(moto) on 127.0.0.1 as the output store. Each must give the same shard content as a local run."""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ def local_samples(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return pq.read_table(workspace.out.path("shards", "shard-00000.parquet")).to_pylist()
 
 
-def test_ray_runner_gives_the_local_shards(tmp_path: Path, local_samples):
+@pytest.mark.parametrize("runner", ["ray", "dask"])
+def test_cluster_runner_gives_the_local_shards(tmp_path: Path, local_samples, runner: str):
     out = tmp_path / "out"
-    result = textbook("run", "--input", str(PART2), "--out", str(out), "--runner", "ray", home=tmp_path / "p")
+    result = textbook("run", "--input", str(PART2), "--out", str(out), "--runner", runner, home=tmp_path / "p")
     assert result.returncode == 0, result.stderr[-3000:]
     assert pq.read_table(out / "shards" / "shard-00000.parquet").to_pylist() == local_samples
 
