@@ -81,6 +81,13 @@ def test_served_deployment_is_scheduled_and_a_triggered_run_completes(tmp_path: 
         artifacts = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["run-summary"]}}})
         assert artifacts and "| asr |" in artifacts[0]["data"]
         assert (out / "shards" / "shard-00000.parquet").is_file()
+
+        rerun = subprocess.run([*textbook, "stage", "asr", "--out", str(out), "--deployment"], env=env,
+                               capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        rerun_id = rerun.stdout.split("started flow run ")[1].split()[0]
+        assert _wait(lambda: _final_state(api, rerun_id), 300, "the stage rerun") == "COMPLETED"
+        rerun_tasks = _post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [rerun_id]}}})
+        assert [(task["name"], task["state"]["name"]) for task in rerun_tasks] == [("asr-lecture_part2", "Skipped")]
     finally:
         for process in (served, server):
             if process is not None:
