@@ -39,6 +39,9 @@ class SearchConfig(Section):
     url_template: str = Field(description="yt-dlp URL with {n}, {query}, {quoted} or {slug}; ytsearch{n}:{query}")
     query_template: str = Field(description="the query of a point: {knowledge_point}, {sub_course}, {course}, ...")
     results_per_point: int = Field(ge=1)
+    refresh_hours: float | None = Field(
+        gt=0, description="null: a point is searched once; N: searched again in each new period of N hours"
+    )
 
 
 class FilterMetaConfig(Section):

@@ -58,17 +58,24 @@ def points(workspace: Workspace) -> list[dict[str, Any]]:
     return read_table(workspace.out, path).to_pylist() if workspace.out.exists(path) else []
 
 
-@task(task_run_name="search-{point_id}", cache_policy=NO_CACHE)
-def search_task(point_id: str, point: dict[str, Any], workspace: Workspace, force: bool) -> State:
+def search_unit(point_id: str, point: dict[str, Any], workspace: Workspace, force: bool) -> UnitResult:
+    """One knowledge point's search; with `refresh_hours`, a search older than that is made again, so a scheduled
+    collection finds new uploads (and downloads only those: the rest are in the download archive)."""
     cfg = workspace.config.search
     query = cfg.query_template.format(**point)
-    spec = UnitSpec("search", point_id, search.VERSION, ("search",), {"query": query}, schemas.SEARCH, query)
+    searched = {"query": query, "round": search.refresh_round(cfg, time.time())}
+    spec = UnitSpec("search", point_id, search.VERSION, ("search",), searched, schemas.SEARCH, query)
 
     def compute() -> StageOutput:
         rows = search.search_point(point_id, query, cfg)
         return StageOutput(rows=rows, stats={"results": len(rows)})
 
-    return unit_state(workspace.run_unit(spec, compute, force), workspace.config.run.tasks.network.retries)
+    return workspace.run_unit(spec, compute, force)
+
+
+@task(task_run_name="search-{point_id}", cache_policy=NO_CACHE)
+def search_task(point_id: str, point: dict[str, Any], workspace: Workspace, force: bool) -> State:
+    return unit_state(search_unit(point_id, point, workspace, force), workspace.config.run.tasks.network.retries)
 
 
 def run_filter_meta(workspace: Workspace, tree: list[dict[str, Any]], force: bool = False) -> UnitResult:

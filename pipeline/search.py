@@ -30,6 +30,11 @@ def search_url(query: str, cfg: SearchConfig) -> str:
     return cfg.url_template.format(n=cfg.results_per_point, query=query, quoted=quote_plus(query), slug=slug(query))
 
 
+def refresh_round(cfg: SearchConfig, now: float) -> int:
+    """Which refresh period `now` falls in: a search made in an earlier period is out of date."""
+    return int(now // (cfg.refresh_hours * 3600)) if cfg.refresh_hours else 0
+
+
 def search_point(point_id: str, query: str, cfg: SearchConfig) -> list[dict[str, Any]]:
     """The results for one knowledge point, in rank order, as rows of the search table."""
     import yt_dlp
