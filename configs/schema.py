@@ -129,10 +129,41 @@ class AsrConfig(Section):
     guards: AsrGuardsConfig
 
 
+class FilterAsrConfig(Section):
+    """Whole-video rules on the transcript, then the LLM's knowledge-density score (the `llm` section)."""
+
+    min_words: int = Field(ge=0, description="fewer words in the whole transcript: too_short")
+    min_speech_seconds: float = Field(ge=0, description="fewer seconds of transcribed speech: too_short")
+    min_words_per_minute: float = Field(ge=0, description="fewer words per minute of video: few_words_per_minute")
+    languages: list[str] = Field(description="ISO 639-1 codes kept, for the audio's and the text's language")
+    min_language_confidence: float = Field(ge=0, le=1, description="below it a language verdict is ignored")
+    drop_repetitive: bool = Field(description="drop a video the asr stage marked asr_repetitive")
+    llm_scoring: bool = Field(description="score knowledge density with the LLM once the rules pass")
+    min_knowledge_density: float = Field(ge=0, le=10, description="a lower score drops the video")
+    max_transcript_chars: int = Field(ge=1, description="the opening of the transcript the LLM reads")
+    prompt: str = Field(description="asks for the knowledge density of {transcript}")
+
+
 class ClipsConfig(Section):
     min_seconds: float = Field(gt=0)
     max_seconds: float = Field(gt=0)
     sentence_endings: str
+
+
+class RefineConfig(Section):
+    """The LLM's rewrite of each clip's ASR (the `llm` section) and the guards that accept it (`embeddings`)."""
+
+    enabled: bool = Field(description="false: every clip keeps its ASR (reason disabled), no LLM call")
+    prompt: str = Field(description="asks for the rewrite of one clip's ASR, given as {text}")
+    max_new_tokens: int = Field(ge=1, description="cap on a rewrite; one that reaches it is truncated and rejected")
+    repetition_penalty: float = Field(
+        gt=0, description="for the rewrite only: it repeats the source's words by nature, so 1.0 (off) suits it"
+    )
+    min_similarity: float = Field(
+        ge=-1, le=1, description="MiniLM cosine of rewrite and source below which the source is kept"
+    )
+    min_length_ratio: float = Field(gt=0, description="rewrite/source characters below which the source is kept")
+    max_length_ratio: float = Field(gt=0, description="rewrite/source characters above which the source is kept")
 
 
 class KeyframesConfig(Section):
@@ -257,7 +288,9 @@ class PipelineConfig(Section):
     download: DownloadConfig
     probe: ProbeConfig
     asr: AsrConfig
+    filter_asr: FilterAsrConfig
     clips: ClipsConfig
+    refine: RefineConfig
     keyframes: KeyframesConfig
     ocr: OcrConfig
     interleave: InterleaveConfig

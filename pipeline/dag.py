@@ -11,7 +11,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from pipeline import asr, clips, download, interleave, keyframes, ocr, pack, probe
+from pipeline import asr, clips, download, filter_asr, interleave, keyframes, ocr, pack, probe, refine
 from pipeline.records import StageOutput, VideoWork
 from storage import schemas
 
@@ -50,7 +50,25 @@ VIDEO_STAGES: tuple[VideoStage, ...] = (
     VideoStage(
         "asr", asr.VERSION, ("download", "probe"), ("asr",), schemas.ASR, asr.run, reads_media=True, kind="model"
     ),  # fmt: skip
-    VideoStage("clips", clips.VERSION, ("probe", "asr"), ("clips",), schemas.CLIPS, clips.run),
+    VideoStage(
+        "filter_asr",
+        filter_asr.VERSION,
+        ("probe", "asr"),
+        ("filter_asr", "llm"),
+        schemas.FILTER_ASR,
+        filter_asr.run,
+        kind="model",
+    ),  # fmt: skip
+    VideoStage("clips", clips.VERSION, ("probe", "asr", "filter_asr"), ("clips",), schemas.CLIPS, clips.run),
+    VideoStage(
+        "refine",
+        refine.VERSION,
+        ("clips",),
+        ("refine", "llm", "embeddings"),
+        schemas.REFINE,
+        refine.run,
+        kind="model",
+    ),  # fmt: skip
     VideoStage(
         "keyframes",
         keyframes.VERSION,
@@ -64,7 +82,7 @@ VIDEO_STAGES: tuple[VideoStage, ...] = (
     VideoStage(
         "interleave",
         interleave.VERSION,
-        ("clips", "keyframes", "ocr"),
+        ("clips", "refine", "keyframes", "ocr"),
         ("interleave",),
         schemas.INTERLEAVE,
         interleave.run,

@@ -14,7 +14,8 @@ VERSION = 1
 def interleave_video(
     clips: list[dict[str, Any]], keyframes: list[dict[str, Any]], ocr: list[dict[str, Any]], cfg: InterleaveConfig
 ) -> list[dict[str, Any]]:
-    """Positions in reading order. An image position's `text_ocr` is its OCR; a text position's is the ASR
+    """Positions in reading order. An image position's `text_ocr` is its OCR; a text position's `text` is the
+    clip's speech (its accepted `refined_asr`, else its ASR; `asr` keeps the ASR), and its `text_ocr` that speech
     followed by the OCR of its clip's images (the published `text_ocr_list`). A clip without keyframes keeps
     its text; a clip with neither is left out."""
     ocr_by_keyframe = {row["keyframe_id"]: row["text"] for row in ocr}
@@ -38,18 +39,27 @@ def interleave_video(
                     "text_ocr": text,
                 }
             )
-        speech = clip["asr"].strip()
+        speech = (clip.get("refined_asr") or clip["asr"]).strip()
         if speech:
             text_ocr = cfg.ocr_separator.join([speech, *(text for text in clip_ocr if text)])
             positions.append(
-                {**span, "kind": "text", "image_name": None, "keyframe_id": None, "text": speech, "text_ocr": text_ocr}
+                {
+                    **span,
+                    "kind": "text",
+                    "image_name": None,
+                    "keyframe_id": None,
+                    "text": speech,
+                    "text_ocr": text_ocr,
+                    "asr": clip["asr"].strip(),
+                }
             )
     return [{"position": index, **position} for index, position in enumerate(positions)]
 
 
 def run(work: VideoWork) -> StageOutput:
+    refined = {row["clip_id"]: row["refined_asr"] for row in work.inputs["refine"].to_pylist() if row["accepted"]}
     rows = interleave_video(
-        work.inputs["clips"].to_pylist(),
+        [{**clip, "refined_asr": refined.get(clip["clip_id"])} for clip in work.inputs["clips"].to_pylist()],
         work.inputs["keyframes"].select(["keyframe_id", "clip_id", "name", "time"]).to_pylist(),
         work.inputs["ocr"].select(["keyframe_id", "text"]).to_pylist(),
         work.config.interleave,

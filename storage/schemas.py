@@ -109,6 +109,26 @@ ASR = pa.schema(
     ]
 )
 
+# One row per video: the transcript's figures, the LLM's knowledge density with its raw answer, keep or why not.
+FILTER_ASR = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("duration", pa.float64()),
+        ("words", pa.int64()),
+        ("speech_seconds", pa.float64()),
+        ("words_per_minute", pa.float64()),
+        ("audio_language", pa.string()),
+        ("audio_language_probability", pa.float64()),
+        ("text_language", pa.string()),
+        ("text_language_confidence", pa.float64()),
+        ("asr_repetitive", pa.bool_()),
+        ("knowledge_density", pa.int64()),
+        ("llm_response", pa.string()),
+        ("keep", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
+
 CLIPS = pa.schema(
     [
         ("clip_id", pa.int64()),
@@ -116,6 +136,20 @@ CLIPS = pa.schema(
         ("end", pa.float64()),
         ("asr", pa.string()),
         ("segment_ids", pa.list_(pa.int64())),
+    ]
+)
+
+# One row per clip, in clip order: the source ASR, the LLM's rewrite (null when none was asked for), whether it was
+# accepted and else why not, and the guards' figures. Downstream text is refined_asr where accepted, else asr.
+REFINE = pa.schema(
+    [
+        ("clip_id", pa.int64()),
+        ("asr", pa.string()),
+        ("refined_asr", pa.string()),
+        ("accepted", pa.bool_()),
+        ("reason", pa.string()),
+        ("similarity", pa.float64()),
+        ("length_ratio", pa.float64()),
     ]
 )
 
@@ -143,7 +177,8 @@ OCR = pa.schema(
     ]
 )
 
-# A per-video fragment: positions in reading order; `kind` is "image" or "text".
+# A per-video fragment: positions in reading order; `kind` is "image" or "text". At a text position `text` is the
+# clip's speech (refined where the rewrite was accepted) and `asr` its ASR; both are null at an image.
 INTERLEAVE = pa.schema(
     [
         ("position", pa.int64()),
@@ -155,6 +190,7 @@ INTERLEAVE = pa.schema(
         ("keyframe_id", pa.int64()),
         ("text", pa.string()),
         ("text_ocr", pa.string()),
+        ("asr", pa.string()),
     ]
 )
 

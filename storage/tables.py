@@ -61,14 +61,22 @@ def read_table(out: OutDir, path: str) -> pa.Table:
         return pq.read_table(handle)
 
 
+def _stamp_in(metadata: dict[bytes, bytes] | None) -> Stamp | None:
+    raw = (metadata or {}).get(STAMP_KEY)
+    return Stamp.from_json(raw) if raw else None
+
+
 def read_stamp(out: OutDir, path: str) -> Stamp | None:
     """The stamp of a finished file, read from its footer only; None when the file is absent or foreign."""
     if not out.exists(path):
         return None
     with out.fs.open(path, "rb") as handle:
-        metadata = pq.read_schema(handle).metadata or {}
-    raw = metadata.get(STAMP_KEY)
-    return Stamp.from_json(raw) if raw else None
+        return _stamp_in(pq.read_schema(handle).metadata)
+
+
+def table_stamp(table: pa.Table) -> Stamp | None:
+    """The stamp a table read with `read_table` carries: a stage's verdicts on a video (its stats) beside its rows."""
+    return _stamp_in(table.schema.metadata)
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -7,12 +7,15 @@ import json
 import os
 import shutil
 import subprocess
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from configs import PipelineConfig, load_config
 from flows.units import Workspace, topics_in_order
+from pipeline.audio import SAMPLE_RATE
 from pipeline.dag import VIDEO_STAGES
 from pipeline.inputs import resolve_inputs
 from pipeline.media import ffmpeg_exe
@@ -23,6 +26,8 @@ DATA = Path(__file__).parent / "data"
 TRUTH = DATA / "make_sample"
 LECTURE = DATA / "lecture.mp4"
 PART2 = DATA / "lecture_part2.mp4"
+LOOPED_PHRASE = 1  # "Linear regression is one of the simplest and most useful models in machine learning."
+LOOP_REPEATS = 8
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -73,6 +78,55 @@ def bad_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     silent = folder / "noaudio.mp4"
     ffmpeg("-i", str(PART2), "-t", "5", "-an", "-c:v", "copy", str(silent))
     return {"corrupt": corrupt, "empty": empty, "noaudio": silent}
+
+
+def _write_wav(path: Path, samples: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SAMPLE_RATE)
+        handle.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def _as_video(audio: Path, video: Path) -> Path:
+    """A black 64x64 video carrying `audio`, so the media goes through the stages like any lecture."""
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:r=5", "-i", str(audio), "-shortest", "-c:v", "mpeg4",
+           "-c:a", "aac", str(video))  # fmt: skip
+    return video
+
+
+@pytest.fixture(scope="session")
+def looped_video(tmp_path_factory: pytest.TempPathFactory, truth: dict) -> Path:
+    """One sentence of the sample's narration, said eight times in a row."""
+    folder = tmp_path_factory.mktemp("loop")
+    line = truth["narration"][LOOPED_PHRASE]
+    phrase = folder / "phrase.wav"
+    ffmpeg("-ss", f"{line['start'] - 0.1:.3f}", "-to", f"{line['end'] + 0.15:.3f}", "-i", str(LECTURE), "-vn",
+           "-ac", "1", "-ar", str(SAMPLE_RATE), str(phrase))  # fmt: skip
+    looped = folder / "looped.wav"
+    ffmpeg("-stream_loop", str(LOOP_REPEATS - 1), "-i", str(phrase), str(looped))
+    return _as_video(looped, folder / "looped.mp4")
+
+
+def _music(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Random notes with two overtones, half a second each, over a little hiss."""
+    time = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    notes = 220 * 2 ** (rng.integers(0, 24, int(seconds * 2)) / 12)
+    frequency = np.repeat(notes, SAMPLE_RATE // 2)[: len(time)]
+    tone = sum(np.sin(2 * np.pi * frequency * overtone * time) / overtone for overtone in (1, 2, 3))
+    return 0.2 * tone / np.abs(tone).max() + 0.02 * rng.standard_normal(len(time))
+
+
+@pytest.fixture(scope="session")
+def no_speech_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """30 s of music, and 30 s of noise, each under a black picture."""
+    folder = tmp_path_factory.mktemp("nospeech")
+    rng = np.random.default_rng(0)
+    sounds = {"music": _music(30, rng), "noise": 0.1 * rng.standard_normal(30 * SAMPLE_RATE)}
+    return {
+        name: _as_video(_write_wav(folder / f"{name}.wav", s), folder / f"{name}.mp4") for name, s in sounds.items()
+    }
 
 
 @pytest.fixture()

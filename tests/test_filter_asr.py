@@ -1,0 +1,85 @@
+"""filter_asr on real transcripts and the real embedded LLM: the sample lectures pass with a score, a looped phrase
+and music or noise are dropped with their reason, and a dropped video leaves nothing downstream but its reason,
+which the run summary counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from configs import PipelineConfig
+from flows.run_files import RunFiles
+from flows.units import Workspace
+from pipeline import filter_asr
+from pipeline.dag import STAGES_BY_NAME, VIDEO_STAGES, downstream_of
+from pipeline.inputs import resolve_inputs
+from storage.outdir import OutDir
+from storage.tables import read_stamp, read_table
+
+UP_TO_FILTER = ("download", "probe", "asr", "filter_asr")
+
+
+def _row(workspace: Workspace, video_id: str) -> dict:
+    (row,) = read_table(workspace.out, workspace.out.stage_file("filter_asr", video_id)).to_pylist()
+    return row
+
+
+def _through(tmp_path: Path, media: Path, config: PipelineConfig, stages: tuple[str, ...]) -> tuple:
+    (video,) = resolve_inputs(media, config.input).videos
+    workspace = Workspace(OutDir(tmp_path / "out"), config)
+    return workspace, video, {stage: workspace.run_video_stage(stage, video) for stage in stages}
+
+
+def test_sample_lectures_pass_with_their_figures_and_score(processed, config):
+    workspace, videos = processed
+    for video in videos:
+        row = _row(workspace, video.video_id)
+        assert row["keep"] and row["reason"] is None, row
+        assert row["words_per_minute"] > 100 and row["words"] >= 80 and row["speech_seconds"] > 25
+        assert (row["audio_language"], row["text_language"], row["asr_repetitive"]) == ("en", "en", False)
+        assert json.loads(row["llm_response"]) == {"knowledge_density": row["knowledge_density"]}
+        assert row["knowledge_density"] >= config.filter_asr.min_knowledge_density
+
+
+def test_looped_phrase_is_dropped_as_repetitive(tmp_path, looped_video, config):
+    workspace, video, results = _through(tmp_path, looped_video, config, UP_TO_FILTER)
+    assert results["filter_asr"].status == "dropped"
+    row = _row(workspace, video.video_id)
+    assert not row["keep"] and row["reason"].startswith(filter_asr.ASR_REPETITIVE) and row["asr_repetitive"]
+    assert row["words_per_minute"] > config.filter_asr.min_words_per_minute  # it is the loop, not too little speech
+    assert row["llm_response"] is None  # a video the rules drop costs no LLM call
+    stats = read_stamp(workspace.out, workspace.out.stage_file("filter_asr", video.video_id)).stats
+    assert stats["dropped"] == filter_asr.ASR_REPETITIVE
+    assert stats["funnel"] == {"unit": "videos", "in": 1, "kept": 0, "dropped": {filter_asr.ASR_REPETITIVE: 1}}
+
+
+@pytest.mark.parametrize("sound", ["music", "noise"])
+def test_no_speech_is_dropped_and_nothing_flows_down(tmp_path, no_speech_videos, config, sound):
+    """Every stage after the filter writes an empty table that names the reason; the summary counts it."""
+    stages = tuple(stage.name for stage in VIDEO_STAGES)
+    workspace, video, results = _through(tmp_path, no_speech_videos[sound], config, stages)
+    row = _row(workspace, video.video_id)
+    assert not row["keep"] and row["reason"].startswith(filter_asr.TOO_SHORT), row
+    assert [name for name, result in results.items() if result.status == "dropped"] == [
+        "filter_asr",
+        *(name for name in downstream_of("filter_asr") if name in STAGES_BY_NAME),
+    ]
+    for name in downstream_of("filter_asr"):
+        if name in STAGES_BY_NAME:
+            path = workspace.out.stage_file(name, video.video_id)
+            assert read_table(workspace.out, path).num_rows == 0, name
+            assert read_stamp(workspace.out, path).stats == {"dropped": "too_short", "dropped_by": "filter_asr"}
+    assert RunFiles(workspace.out).dropped([video]) == {"filter_asr: too_short": 1}
+
+
+def test_other_language_is_dropped_by_what_the_text_reads(config):
+    segments = [
+        {"start": 0.0, "end": 20.0, "flags": [], "language": "en", "language_probability": 1.0,
+         "text": "Bonjour à tous. Aujourd'hui nous étudions la régression linéaire, un modèle très simple et utile.",
+         "words": [{}] * 40},
+    ]  # fmt: skip
+    video = filter_asr.transcript_figures(segments, 30.0) | {"asr_repetitive": False}
+    decision = filter_asr.apply_rules(video, config.filter_asr)
+    assert not decision.keep and decision.reason.startswith(f"{filter_asr.OTHER_LANGUAGE}: text fr"), decision
