@@ -278,6 +278,37 @@ class LlmConfig(Section):
 class EmbeddingsConfig(Section):
     text_model: str = Field(description="sentence-transformers model: pkg:<module>/<folder>, a folder or a hub name")
     device: str
+    image_backend: Literal["efficientnet-lite0", "open_clip"] = Field(
+        description="image embeddings (InSI-SIM, RICES): EfficientNet-Lite0 ImageNet features (embedded, CPU) or "
+        "an OpenCLIP image tower"
+    )
+    image_model: str = Field(
+        description="efficientnet-lite0: its .pth (pkg:<module>/<file> or a path); open_clip: a model name, e.g. "
+        "ViT-L-14"
+    )
+    image_pretrained: str | None = Field(
+        description="open_clip: a pretrained tag (openai, laion2b_s32b_b82k) or a local checkpoint; else null"
+    )
+    image_batch_size: int = Field(ge=1)
+
+
+class MetricsConfig(Section):
+    """OUT/metrics.json: counts, distributions and InSI-SIM over the shards."""
+
+    insi_sim_samples_per_shard: int | None = Field(
+        ge=1, description="InSI-SIM over the first N samples of each shard (its cost grows with images squared); "
+        "null = every sample"
+    )
+    ssim_width: int = Field(ge=16, description="InSI-SIM's SSIM compares grayscale images this many pixels wide")
+
+
+class ReportConfig(Section):
+    """OUT/report.html: one self-contained page (inline CSS, thumbnails as data URIs)."""
+
+    on_run: bool = Field(description="write the report at the end of every `textbook run`")
+    preview_samples: int = Field(ge=0, description="samples shown in the preview, from the first shard on")
+    thumbnail_width: int = Field(ge=16, description="keyframes are shown as JPEG thumbnails this wide")
+    thumbnail_quality: int = Field(ge=1, le=100)
 
 
 class PipelineConfig(Section):
@@ -300,6 +331,8 @@ class PipelineConfig(Section):
     schedules: SchedulesConfig
     llm: LlmConfig
     embeddings: EmbeddingsConfig
+    metrics: MetricsConfig
+    report: ReportConfig
 
 
 class ConfigError(ValueError):

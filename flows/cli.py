@@ -48,6 +48,16 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"shards: {summary['out']}/shards/ ({', '.join(summary['shards'])})")
     else:
         print("shards: none produced")
+    metrics = summary.get("metrics") or {}
+    if "error" in metrics:
+        print(f"metrics: not written ({metrics['error']})")
+    elif metrics:
+        print(
+            f"InSI-SIM {metrics['insi_sim']} ({metrics['image_embedder']}), per sample {metrics['images_per_sample']} "
+            f"images and {metrics['tokens_per_sample']} tokens: {summary['out']}/{metrics['file']}"
+        )
+        if metrics["report"]:
+            print(f"report: {summary['out']}/{metrics['report']}")
 
 
 def _process(out: str, config: PipelineConfig, stages: list[str], video_ids: list[str] | None, force: bool) -> int:
@@ -122,6 +132,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from flows.report import report_run
+
+    out = OutDir(args.out)
+    config_path = args.config or (out.path("config.yaml") if out.exists(out.path("config.yaml")) else None)
+    started = time.perf_counter()
+    path, metrics = report_run(out, load_config(config_path))
+    insi = metrics["insi_sim"]
+    print(f"wrote {path} in {time.perf_counter() - started:.1f} s (InSI-SIM {insi['value']} over {insi['samples']} "
+          f"samples, {insi['embedder']['backend']}); metrics in {out.path('metrics.json')}")  # fmt: skip
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from flows.doctor import run_checks
 
@@ -172,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out")
     export.add_argument("--to", required=True)
     export.set_defaults(handler=cmd_export)
+
+    report = commands.add_parser("report", help="write OUT/metrics.json and OUT/report.html (one self-contained page)")
+    report.add_argument("out")
+    report.add_argument("--config", default=None, help="default: OUT/config.yaml")
+    report.set_defaults(handler=cmd_report)
 
     doctor = commands.add_parser("doctor", help="check ffmpeg, models and disk space")
     doctor.add_argument("--config", default=None)

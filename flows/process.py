@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.logging.handlers import PrefectConsoleHandler
@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed, State
 from tqdm import tqdm
 
 from configs import PipelineConfig, parse_config
+from flows.report import metrics_markdown, report_url
 from flows.run_files import RunFiles, StageReport
 from flows.runners import apply_concurrency_limits, stage_resources, task_options, task_runner
 from flows.units import UnitResult, Workspace, topic_id, topics_in_order
@@ -145,12 +146,19 @@ def process_flow(
     started = time.perf_counter()
     reports = run_stages(workspace, selected, stages, force)
     summary = files.finish(workspace, videos, reports, time.perf_counter() - started)
-    create_markdown_artifact(key="run-summary", markdown=summary_markdown(summary), description=f"run of {out}")
+    written = summary["metrics"]
+    metrics = files.out.read_json(files.out.path(written["file"])) if "file" in written else None
+    markdown = summary_markdown(summary, metrics)
+    create_markdown_artifact(key="run-summary", markdown=markdown, description=f"run of {out}")
+    if written.get("report"):
+        create_link_artifact(
+            key="run-report", link=report_url(files.out), link_text=written["report"], description=f"report of {out}"
+        )
     return summary
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """The run summary as a markdown table, for the Prefect UI."""
+def summary_markdown(summary: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
+    """The run summary as a markdown table, for the Prefect UI, with the report's figures when there are some."""
     lines = [
         f"**{summary['videos']['in']} videos, {summary['videos']['failed']} failed, {summary['samples']} samples** "
         f"in {', '.join(summary['shards']) or 'no shard'}",
@@ -164,6 +172,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {stage} | {counts} | {row['wall_seconds']} | {rate} |")
     lines += ["", *(f"- failed x{count}: {reason}" for reason, count in summary["failures"]["by_reason"].items())]
     lines += [f"- dropped x{count}: {reason}" for reason, count in summary["videos"]["dropped"].items()]
+    if metrics is not None:
+        lines += ["", metrics_markdown(metrics)]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""The run-level files of OUT: resolved config, input list, manifest, failures table and summary."""
+"""The run-level files of OUT: resolved config, input list, manifest, failures table, summary, metrics and report."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from configs import PipelineConfig, dump_config
+from flows.report import write_metrics_and_report
 from flows.units import UnitResult, Workspace
 from pipeline.dag import ALL_STAGES, PACK_STAGE, VIDEO_STAGES
 from pipeline.inputs import ResolvedInputs
@@ -89,7 +90,8 @@ def ffmpeg_version() -> str:
 def model_files(config: PipelineConfig) -> dict[str, Any]:
     """The model files a run uses, with their hashes, so a result can be traced to exact weights."""
     models: dict[str, Any] = {}
-    for role, spec in (("asr", config.asr.model), ("tokenizer", config.pack.tokenizer)):
+    roles = (("asr", config.asr.model), ("tokenizer", config.pack.tokenizer), ("image", config.embeddings.image_model))
+    for role, spec in roles:
         local = resolve_local(spec)
         models[role] = {"spec": spec, "files": file_digests(local) if local else "hub (resolved by the loader)"}
     found = importlib.util.find_spec("rapidocr_onnxruntime")
@@ -184,5 +186,8 @@ class RunFiles:
             "seconds": round(seconds, 3),
             "stage_order": list(ALL_STAGES),
         }
+        config = workspace.config
+        video_ids = [video.video_id for video in videos]
+        summary["metrics"] = write_metrics_and_report(self.out, config, summary, video_ids, config.report.on_run)
         self.out.write_json(self.out.path("summary.json"), summary)
         return summary

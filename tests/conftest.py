@@ -7,16 +7,19 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from configs import PipelineConfig, load_config
-from flows.units import Workspace, topics_in_order
+from flows.run_files import RunFiles, StageReport
+from flows.units import UnitResult, Workspace, topics_in_order
 from pipeline.audio import SAMPLE_RATE
-from pipeline.dag import VIDEO_STAGES
+from pipeline.dag import PACK_STAGE, SHARDS_STAGE, VIDEO_STAGES
 from pipeline.inputs import resolve_inputs
 from pipeline.media import ffmpeg_exe
 from pipeline.records import VideoInput
@@ -42,25 +45,36 @@ def config() -> PipelineConfig:
     return load_config(None)
 
 
-def run_all_stages(workspace: Workspace, videos: list[VideoInput]) -> None:
-    """The DAG without an executor: every stage over every video, then pack and shards."""
+def run_all_stages(workspace: Workspace, videos: list[VideoInput]) -> list[StageReport]:
+    """The DAG without an executor: every stage over every video, then pack and shards; each stage timed."""
+    reports = []
+
+    def timed(stage: str, run: Callable[[], list[UnitResult]]) -> None:
+        started = time.perf_counter()
+        results = run()
+        reports.append(StageReport.from_results(stage, results, time.perf_counter() - started))
+
     for stage in VIDEO_STAGES:
-        for video in videos:
-            workspace.run_video_stage(stage.name, video)
+        timed(stage.name, lambda name=stage.name: [workspace.run_video_stage(name, video) for video in videos])
     topics = topics_in_order(videos)
-    for topic, members in topics.items():
-        workspace.run_pack(topic, members)
-    workspace.run_shards(list(topics))
+    timed(PACK_STAGE, lambda: [workspace.run_pack(topic, members) for topic, members in topics.items()])
+    timed(SHARDS_STAGE, lambda: [workspace.run_shards(list(topics))])
+    return reports
 
 
 @pytest.fixture(scope="session")
 def processed(tmp_path_factory: pytest.TempPathFactory, config: PipelineConfig) -> tuple[Workspace, list[VideoInput]]:
-    """Both sample videos through every stage, written to a session folder."""
+    """Both sample videos through every stage, written to a session folder with the run files a `textbook run`
+    writes (summary, metrics, report)."""
     out = OutDir(tmp_path_factory.mktemp("processed") / "out")
-    videos = resolve_inputs(DATA, config.input).videos
+    inputs = resolve_inputs(DATA, config.input)
+    files = RunFiles(out)
+    files.start(config, inputs)
     workspace = Workspace(out, config)
-    run_all_stages(workspace, videos)
-    return workspace, videos
+    started = time.perf_counter()
+    reports = run_all_stages(workspace, inputs.videos)
+    files.finish(workspace, inputs.videos, reports, time.perf_counter() - started)
+    return workspace, inputs.videos
 
 
 def ffmpeg(*args: str) -> None:
