@@ -179,8 +179,63 @@ class OcrConfig(Section):
     min_confidence: float = Field(ge=0, le=1)
 
 
+class FrameFilterConfig(Section):
+    """Per keyframe: low-information frames out, then OCR dedup against the previous kept keyframe."""
+
+    analysis_width: int = Field(ge=16, description="keyframes are measured in grayscale scaled to this width")
+    blank_max_std: float = Field(ge=0, description="pixel standard deviation (0-255) at or below which it is blank")
+    min_edge_density: float = Field(
+        ge=0, le=1, description="share of Canny edge pixels below which a frame without text has too little detail"
+    )
+    min_ocr_chars: int = Field(ge=0, description="OCR characters (no spaces) a frame needs to count as having text")
+    duplicate_min_similarity: float = Field(
+        ge=0, le=1, description="difflib ratio of two OCR texts (letters, digits) from which they are near-duplicates"
+    )
+    min_new_chars: int = Field(
+        ge=1, description="characters a frame's OCR must add to the previous kept one's to count as new content"
+    )
+    build_up_max_lost_share: float = Field(
+        ge=0, le=1, description="a frame continues a build-up when at most this share of the previous text is gone"
+    )
+    build_up: Literal["keep_all", "most_complete"] = Field(
+        description="keep_all: every step of a slide built up piece by piece; most_complete: only its last step"
+    )
+
+
+class ClipFilterConfig(Section):
+    """Per clip: whether its keyframes stay (its speech always does)."""
+
+    method: Literal["ocr_asr", "vlm"] = Field(
+        description="ocr_asr: the embedded CPU signal (OCR text vs speech, faces); vlm: a vision-language model "
+        "captions the frames (the `vlm` section) and the caption is compared with the speech"
+    )
+    min_ocr_asr_similarity: float = Field(
+        ge=-1, le=1, description="ocr_asr: MiniLM cosine of the clip's OCR text and speech below which frames go"
+    )
+    keep_textless_images: bool = Field(
+        description="ocr_asr: frames without text and without a face cannot be compared with the speech; true keeps "
+        "them (a diagram, a demo), false drops them"
+    )
+    face_cascades: list[str] = Field(
+        description="OpenCV Haar cascades (files in cv2.data.haarcascades) whose hits count as a face or person"
+    )
+    min_face_area_share: float = Field(
+        ge=0, le=1, description="a detection counts when its box covers at least this share of the frame"
+    )
+    caption_prompt: str = Field(description="vlm: the instruction sent with the clip's frames")
+    min_caption_asr_similarity: float = Field(
+        ge=-1, le=1, description="vlm: MiniLM cosine of the caption and the speech below which the frames go"
+    )
+    vlm_max_images: int = Field(ge=1, description="vlm: at most this many of a clip's frames, evenly spread")
+    vlm_image_max_side: int = Field(ge=16, description="vlm: frames are downscaled to at most this many pixels a side")
+
+
 class InterleaveConfig(Section):
     ocr_separator: str
+    ocr_prefix: str | None = Field(
+        description="put before each image's OCR text in text_ocr_list (the paper's Idefics2 variant: \"OCR: \"); "
+        "null = none"
+    )
 
 
 class PackConfig(Section):
@@ -246,6 +301,9 @@ class VllmLlmConfig(Section):
     gpu_memory_utilization: float = Field(gt=0, le=1)
     max_model_len: int | None = Field(ge=1)
     dtype: str
+    max_images_per_prompt: int = Field(
+        ge=0, description="images one prompt may carry (vLLM's limit_mm_per_prompt); 0 for a text-only model"
+    )
 
 
 class LlmConfig(Section):
@@ -324,12 +382,15 @@ class PipelineConfig(Section):
     refine: RefineConfig
     keyframes: KeyframesConfig
     ocr: OcrConfig
+    frame_filter: FrameFilterConfig
+    clip_filter: ClipFilterConfig
     interleave: InterleaveConfig
     pack: PackConfig
     shards: ShardsConfig
     run: RunConfig
     schedules: SchedulesConfig
     llm: LlmConfig
+    vlm: LlmConfig = Field(description="the vision-language model of clip_filter's vlm method; same keys as llm")
     embeddings: EmbeddingsConfig
     metrics: MetricsConfig
     report: ReportConfig

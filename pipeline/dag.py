@@ -11,7 +11,20 @@ from typing import Literal
 
 import pyarrow as pa
 
-from pipeline import asr, clips, download, filter_asr, interleave, keyframes, ocr, pack, probe, refine
+from pipeline import (
+    asr,
+    clip_filter,
+    clips,
+    download,
+    filter_asr,
+    frame_filter,
+    interleave,
+    keyframes,
+    ocr,
+    pack,
+    probe,
+    refine,
+)
 from pipeline.records import StageOutput, VideoWork
 from storage import schemas
 
@@ -80,9 +93,26 @@ VIDEO_STAGES: tuple[VideoStage, ...] = (
     ),  # fmt: skip
     VideoStage("ocr", ocr.VERSION, ("keyframes",), ("ocr",), schemas.OCR, ocr.run, kind="model"),
     VideoStage(
+        "frame_filter",
+        frame_filter.VERSION,
+        ("keyframes", "ocr"),
+        ("frame_filter",),
+        schemas.FRAME_FILTER,
+        frame_filter.run,
+    ),  # fmt: skip
+    VideoStage(
+        "clip_filter",
+        clip_filter.VERSION,
+        ("clips", "keyframes", "ocr", "frame_filter"),
+        ("clip_filter", "embeddings", "vlm"),
+        schemas.CLIP_FILTER,
+        clip_filter.run,
+        kind="model",
+    ),  # fmt: skip
+    VideoStage(
         "interleave",
         interleave.VERSION,
-        ("clips", "refine", "keyframes", "ocr"),
+        ("clips", "refine", "keyframes", "ocr", "frame_filter", "clip_filter"),
         ("interleave",),
         schemas.INTERLEAVE,
         interleave.run,

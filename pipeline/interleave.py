@@ -1,4 +1,7 @@
-"""interleave: one video as a fragment of positions, per clip its keyframes in time order, then its speech."""
+"""interleave: one video as a fragment of positions, per clip its keyframes in time order, then its speech.
+
+Only the keyframes frame_filter kept, in the clips whose images clip_filter kept, become image positions.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ def interleave_video(
 ) -> list[dict[str, Any]]:
     """Positions in reading order. An image position's `text_ocr` is its OCR; a text position's `text` is the
     clip's speech (its accepted `refined_asr`, else its ASR; `asr` keeps the ASR), and its `text_ocr` that speech
-    followed by the OCR of its clip's images (the published `text_ocr_list`). A clip without keyframes keeps
-    its text; a clip with neither is left out."""
+    followed by the OCR of its clip's images (the published `text_ocr_list`), each after `cfg.ocr_prefix`. A clip
+    without keyframes keeps its text; a clip with neither is left out."""
     ocr_by_keyframe = {row["keyframe_id"]: row["text"] for row in ocr}
     keyframes_by_clip: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for keyframe in sorted(keyframes, key=lambda row: row["time"]):
@@ -41,7 +44,8 @@ def interleave_video(
             )
         speech = (clip.get("refined_asr") or clip["asr"]).strip()
         if speech:
-            text_ocr = cfg.ocr_separator.join([speech, *(text for text in clip_ocr if text)])
+            prefix = cfg.ocr_prefix or ""
+            text_ocr = cfg.ocr_separator.join([speech, *(prefix + text for text in clip_ocr if text)])
             positions.append(
                 {
                     **span,
@@ -56,11 +60,19 @@ def interleave_video(
     return [{"position": index, **position} for index, position in enumerate(positions)]
 
 
+def images_kept(work: VideoWork) -> list[dict[str, Any]]:
+    """The keyframes that stay: kept by frame_filter, in a clip whose images clip_filter kept."""
+    kept = {row["keyframe_id"] for row in work.inputs["frame_filter"].to_pylist() if row["keep"]}
+    clips = {row["clip_id"] for row in work.inputs["clip_filter"].to_pylist() if row["keep_images"]}
+    keyframes = work.inputs["keyframes"].select(["keyframe_id", "clip_id", "name", "time"]).to_pylist()
+    return [row for row in keyframes if row["keyframe_id"] in kept and row["clip_id"] in clips]
+
+
 def run(work: VideoWork) -> StageOutput:
     refined = {row["clip_id"]: row["refined_asr"] for row in work.inputs["refine"].to_pylist() if row["accepted"]}
     rows = interleave_video(
         [{**clip, "refined_asr": refined.get(clip["clip_id"])} for clip in work.inputs["clips"].to_pylist()],
-        work.inputs["keyframes"].select(["keyframe_id", "clip_id", "name", "time"]).to_pylist(),
+        images_kept(work),
         work.inputs["ocr"].select(["keyframe_id", "text"]).to_pylist(),
         work.config.interleave,
     )

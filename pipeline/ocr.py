@@ -5,12 +5,18 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from pipeline.models.ocr import load_ocr
 from pipeline.records import StageOutput, VideoWork
 
 VERSION = 1
+
+
+def texts_by_keyframe(table: pa.Table) -> dict[int, str]:
+    """The OCR table as {keyframe_id: text}, for the stages that read it."""
+    return dict(zip(table["keyframe_id"].to_pylist(), table["text"].to_pylist(), strict=True))
 
 
 def run(work: VideoWork) -> StageOutput:

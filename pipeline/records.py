@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ class StageOutput:
 
     rows: list[dict[str, Any]]
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def funnel(unit: str, kept: list[bool], reasons: list[str]) -> dict[str, Any]:
+    """The report's funnel of a filter stage: units in, kept, and dropped by reason (in == kept + dropped)."""
+    dropped = Counter(reason for keep, reason in zip(kept, reasons, strict=True) if not keep)
+    return {"unit": unit, "in": len(kept), "kept": sum(kept), "dropped": dict(sorted(dropped.items()))}
 
 
 @dataclass(frozen=True)

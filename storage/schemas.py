@@ -177,6 +177,42 @@ OCR = pa.schema(
     ]
 )
 
+# One row per keyframe: kept or why not. `duplicate_of` names the kept keyframe that holds the same text (a slide
+# caught twice, or an earlier build-up step under `most_complete`); `similarity` and `new_chars` compare the OCR
+# with the previous kept keyframe's.
+FRAME_FILTER = pa.schema(
+    [
+        ("keyframe_id", pa.int64()),
+        ("clip_id", pa.int64()),
+        ("time", pa.float64()),
+        ("keep", pa.bool_()),
+        ("reason", pa.string()),
+        ("duplicate_of", pa.int64()),
+        ("pixel_std", pa.float64()),
+        ("edge_density", pa.float64()),
+        ("ocr_chars", pa.int64()),
+        ("has_text", pa.bool_()),
+        ("similarity", pa.float64()),
+        ("new_chars", pa.int64()),
+    ]
+)
+
+# One row per clip: whether its keyframes stay (its speech always does), by which method, and the evidence.
+# `similarity` is OCR-vs-speech (ocr_asr) or caption-vs-speech (vlm); `caption` is the VLM's, null for ocr_asr.
+CLIP_FILTER = pa.schema(
+    [
+        ("clip_id", pa.int64()),
+        ("keep_images", pa.bool_()),
+        ("reason", pa.string()),
+        ("method", pa.string()),
+        ("frames", pa.int64()),
+        ("frames_with_text", pa.int64()),
+        ("frames_with_face", pa.int64()),
+        ("similarity", pa.float64()),
+        ("caption", pa.string()),
+    ]
+)
+
 # A per-video fragment: positions in reading order; `kind` is "image" or "text". At a text position `text` is the
 # clip's speech (refined where the rewrite was accepted) and `asr` its ASR; both are null at an image.
 INTERLEAVE = pa.schema(

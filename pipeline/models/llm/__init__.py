@@ -2,7 +2,8 @@
 
 Stages hold an `Llm` from `load_llm(cfg)` and never see which back-end answers: the embedded SmolLM2 on CPU
 (`transformers`), any OpenAI-compatible server (`openai`, e.g. `vllm serve`), or vLLM's offline engine on GPUs
-(`vllm`). Every call goes through the call cache first, so a rerun never asks the same question twice.
+(`vllm`). Every call goes through the call cache first, so a rerun never asks the same question twice. A
+vision-language model (clip_filter's `vlm` section) takes the same calls with images as content parts (`image_part`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from functools import lru_cache
 from configs.schema import LlmConfig
 from pipeline.models.llm.base import (
     Completion,
+    ImageInputError,
     LlmBackend,
     LlmBackendError,
     Message,
     Prompt,
     SamplingParams,
     as_messages,
+    image_part,
+    text_part,
 )
 from pipeline.models.llm.cache import CallCache, call_key, call_request
 
@@ -28,14 +32,17 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Completion",
+    "ImageInputError",
     "Llm",
     "LlmBackend",
     "LlmBackendError",
     "Message",
     "Prompt",
     "SamplingParams",
+    "image_part",
     "load_backend",
     "load_llm",
+    "text_part",
 ]
 
 
@@ -72,17 +79,26 @@ class Llm:
 
     def complete_batch(self, prompts: list[Prompt], params: SamplingParams | None = None) -> list[Completion]:
         params = params or self.params
-        requests = [call_request(self.model_id, as_messages(prompt), params) for prompt in prompts]
+        conversations = [as_messages(prompt) for prompt in prompts]
+        requests = [call_request(self.model_id, messages, params) for messages in conversations]
         keys = [call_key(request) for request in requests]
         answers = self.cache.get_many(keys) if self.cache is not None else {}
-        todo = list({key: request for key, request in zip(keys, requests, strict=True) if key not in answers}.items())
-        todo.sort(key=lambda item: len(json.dumps(item[1]["messages"])))  # alike lengths pad less
+        # the model is sent the conversation itself; the request (images as digests) is what the cache keeps
+        todo = list(
+            {
+                key: (request, messages)
+                for key, request, messages in zip(keys, requests, conversations, strict=True)
+                if key not in answers
+            }.items()
+        )
+        todo.sort(key=lambda item: len(json.dumps(item[1][0]["messages"])))  # alike lengths pad less
         started = time.perf_counter()
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
-            completions = self.backend.complete([request["messages"] for _, request in chunk], params)
+            completions = self.backend.complete([messages for _, (_, messages) in chunk], params)
             if self.cache is not None:
-                self.cache.put_many([(request, done) for (_, request), done in zip(chunk, completions, strict=True)])
+                done_requests = [request for _, (request, _) in chunk]
+                self.cache.put_many(list(zip(done_requests, completions, strict=True)))
             answers.update({key: done for (key, _), done in zip(chunk, completions, strict=True)})
         if todo:
             elapsed = time.perf_counter() - started

@@ -2,7 +2,8 @@
 
 SQLite: one file, safe across threads (one connection behind a lock) and processes (SQLite's own locking, WAL).
 A call is keyed by the sha256 of (model, messages, sampling params); the request is kept beside its answer so the
-file can be audited. Nothing else goes in: no endpoint, no header, no key.
+file can be audited. Nothing else goes in: no endpoint, no header, no key. An inline image enters both as the
+sha256 of its bytes, so the file does not hold every frame ever captioned.
 """
 
 from __future__ import annotations
@@ -15,11 +16,23 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.models.llm.base import Completion, Message, SamplingParams
+from pipeline.models.llm.base import Completion, Message, SamplingParams, data_url_bytes
 
 
 def call_request(model_id: str, messages: list[Message], params: SamplingParams) -> dict:
-    return {"model": model_id, "messages": messages, "params": asdict(params)}
+    return {"model": model_id, "messages": [_image_digests(message) for message in messages], "params": asdict(params)}
+
+
+def _image_digests(message: Message) -> Message:
+    if isinstance(message["content"], str):
+        return message
+    parts = []
+    for part in message["content"]:
+        data = data_url_bytes(part["image_url"]["url"]) if part.get("type") == "image_url" else None
+        if data is not None:
+            part = {**part, "image_url": {**part["image_url"], "url": f"sha256:{hashlib.sha256(data).hexdigest()}"}}
+        parts.append(part)
+    return {**message, "content": parts}
 
 
 def call_key(request: dict) -> str:

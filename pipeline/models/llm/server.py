@@ -5,7 +5,9 @@ back-ends) can use the model this process loaded.
 
 `POST /v1/chat/completions` (no streaming, n=1) and `GET /v1/models`. Of vLLM's extra fields it honours
 `repetition_penalty` and the answer prefill: `continue_final_message: true, add_generation_prompt: false` with a
-final assistant message continues that message. Bound to 127.0.0.1 unless told otherwise;
+final assistant message continues that message. Content may be OpenAI content parts (text, image_url): images reach
+the back-end, and one whose model reads text only answers 400, as vLLM serving a text model does.
+Bound to 127.0.0.1 unless told otherwise;
 with `--api-key-env` every request must carry `Authorization: Bearer <that variable's value>`.
 """
 
@@ -23,17 +25,34 @@ from collections.abc import Callable
 from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.models.llm import Llm, LlmBackendError, load_llm
+from pipeline.models.llm.base import ImageInputError
 
 logger = logging.getLogger(__name__)
 
 
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(BaseModel):
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
 class ChatMessage(BaseModel):
     role: str
-    content: str
+    content: str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]]
 
 
 class ChatRequest(BaseModel):
@@ -84,6 +103,8 @@ class ChatHandler(BaseHTTPRequestHandler):
             status, body = HTTPStatus.OK, route()
         except ApiError as error:
             status, body = error.status, {"error": {"message": str(error), "type": error.kind}}
+        except ImageInputError as error:
+            status, body = HTTPStatus.BAD_REQUEST, {"error": {"message": str(error), "type": "invalid_request_error"}}
         except LlmBackendError as error:
             status, body = HTTPStatus.BAD_GATEWAY, {"error": {"message": str(error), "type": "backend_error"}}
         except Exception as error:  # answer 500 rather than drop the connection
@@ -129,7 +150,7 @@ class ChatHandler(BaseHTTPRequestHandler):
             "repetition_penalty": request.repetition_penalty,
         }
         params = replace(llm.params, **{name: value for name, value in overrides.items() if value is not None})
-        completion = llm.complete([message.model_dump() for message in request.messages], params)
+        completion = llm.complete([message.model_dump(exclude_none=True) for message in request.messages], params)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from configs.schema import LlmConfig
 from pipeline.models.assets import file_digests, resolve_local
-from pipeline.models.llm.base import Completion, Message, SamplingParams, answer_prefix
+from pipeline.models.llm.base import Completion, Message, SamplingParams, answer_prefix, text_only
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def converted_model_dir(gguf: Path, cache_dir: Path) -> Path:
 
 
 class TransformersBackend:
-    """Batched chat generation with left padding; greedy unless a temperature is set, so answers repeat."""
+    """Batched chat generation with left padding; greedy unless a temperature is set, so answers repeat. Text only:
+    a conversation with images is refused with `ImageInputError`."""
 
     def __init__(self, cfg: LlmConfig) -> None:
         local = resolve_local(cfg.model)
@@ -74,6 +75,7 @@ class TransformersBackend:
         self._lock = threading.Lock()
 
     def complete(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
+        conversations = [text_only(conversation, self.model_id) for conversation in conversations]
         sampling = params.temperature > 0
         generation = GenerationConfig(
             max_new_tokens=params.max_new_tokens,

@@ -1,0 +1,182 @@
+"""clip_filter: whether a clip's keyframes stay beside its speech; the speech always stays (as in the paper).
+
+Only the keyframes frame_filter kept are judged. A clip without any, or without speech to compare them with, keeps
+no image. Then, by `clip_filter.method`:
+- `vlm` (production, the paper's way): a vision-language model captions the clip's frames (the `vlm` section, images
+  as content parts through the LLM layer) and the caption is compared with the speech by MiniLM cosine.
+- `ocr_asr` (the embedded CPU default): the OCR text of the clip's frames is compared with the speech by MiniLM
+  cosine; frames without text are judged by what they show: when every one of them holds a face or a person (Haar
+  cascades) the clip is a talking head; other textless frames cannot be compared, and `keep_textless_images` says
+  what becomes of them. It reads text, not pictures: see configs/default.yaml for where it falls short of `vlm`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from configs import PipelineConfig
+from configs.schema import ClipFilterConfig
+from pipeline.frames import gray_frame
+from pipeline.keyframes import encode_jpeg
+from pipeline.models.embed import load_text_embedder
+from pipeline.models.faces import load_face_detector
+from pipeline.models.llm import image_part, load_llm, text_part
+from pipeline.ocr import texts_by_keyframe
+from pipeline.records import StageOutput, VideoWork, funnel
+
+VERSION = 1
+
+KEPT_OCR_MATCH = "ocr_matches_asr"
+KEPT_CAPTION_MATCH = "caption_matches_asr"
+KEPT_TEXTLESS = "textless_not_compared"
+DROPPED_NO_KEYFRAMES = "no_keyframes"
+DROPPED_NO_KEPT_KEYFRAMES = "no_kept_keyframes"
+DROPPED_NO_SPEECH = "no_speech"
+DROPPED_OCR_MISMATCH = "ocr_asr_dissimilar"
+DROPPED_CAPTION_MISMATCH = "caption_asr_dissimilar"
+DROPPED_FACE = "face_without_text"
+DROPPED_TEXTLESS = "no_text"
+
+FACE_DETECTION_WIDTH = 640
+
+
+def _row(clip_id: int, keep: bool, reason: str, method: str, frames: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "clip_id": clip_id,
+        "keep_images": keep,
+        "reason": reason,
+        "method": method,
+        "frames": len(frames),
+        "frames_with_text": sum(frame["has_text"] for frame in frames),
+        "frames_with_face": None,
+        "similarity": None,
+        "caption": None,
+    }
+
+
+def undecidable(clip: dict[str, Any], keyframes: list[dict[str, Any]], frames: list[dict[str, Any]]) -> str | None:
+    """Why a clip keeps no image whatever its frames show, or None when they are to be judged."""
+    if not keyframes:
+        return DROPPED_NO_KEYFRAMES
+    if not frames:
+        return DROPPED_NO_KEPT_KEYFRAMES
+    if not clip["asr"].strip():
+        return DROPPED_NO_SPEECH
+    return None
+
+
+def judge_by_ocr(
+    speech: list[str], frames: list[list[dict[str, Any]]], config: PipelineConfig
+) -> list[dict[str, Any]]:
+    """The verdict per clip (keep_images, reason, OCR-speech similarity, frames with a face); `frames` carry `text`,
+    `has_text` and `jpeg`. The similarities of a whole video are one batch for the embedder."""
+    cfg = config.clip_filter
+    ocr = ["\n".join(frame["text"] for frame in clip if frame["has_text"]) for clip in frames]
+    with_text = [i for i, text in enumerate(ocr) if text]
+    similarity: dict[int, float] = {}
+    if with_text:
+        embedder = load_text_embedder(config.embeddings.text_model, config.embeddings.device)
+        scores = embedder.similarity([ocr[i] for i in with_text], [speech[i] for i in with_text])
+        similarity = dict(zip(with_text, scores, strict=True))
+    detector = load_face_detector(tuple(cfg.face_cascades), cfg.min_face_area_share)
+    verdicts = []
+    for index, clip in enumerate(frames):
+        textless = [frame for frame in clip if not frame["has_text"]]
+        faces = sum(detector.largest_share(gray_frame(frame["jpeg"], FACE_DETECTION_WIDTH)) > 0 for frame in textless)
+        if index in similarity:
+            keep = similarity[index] >= cfg.min_ocr_asr_similarity
+            reason = KEPT_OCR_MATCH if keep else DROPPED_OCR_MISMATCH
+        elif faces == len(textless):
+            keep, reason = False, DROPPED_FACE
+        else:
+            keep = cfg.keep_textless_images
+            reason = KEPT_TEXTLESS if keep else DROPPED_TEXTLESS
+        verdicts.append(
+            {"keep_images": keep, "reason": reason, "similarity": similarity.get(index), "frames_with_face": faces}
+        )
+    return verdicts
+
+
+def vlm_frames(frames: list[dict[str, Any]], cfg: ClipFilterConfig) -> list[bytes]:
+    """At most `vlm_max_images` of a clip's frames, evenly spread, as JPEGs no larger than `vlm_image_max_side`."""
+    count = min(len(frames), cfg.vlm_max_images)
+    chosen = [frames[round(i * (len(frames) - 1) / max(1, count - 1))] for i in range(count)]
+    images = []
+    for frame in chosen:
+        with Image.open(io.BytesIO(frame["jpeg"])) as image:
+            rgb = image.convert("RGB")
+        rgb.thumbnail((cfg.vlm_image_max_side, cfg.vlm_image_max_side))
+        images.append(encode_jpeg(np.asarray(rgb), quality=90))
+    return images
+
+
+def judge_by_caption(
+    speech: list[str], frames: list[list[dict[str, Any]]], config: PipelineConfig
+) -> list[dict[str, Any]]:
+    """The verdict per clip (keep_images, reason, caption-speech similarity, caption): one VLM call per clip, the
+    calls of a video batched by the LLM layer."""
+    cfg = config.clip_filter
+    conversations = [
+        [{"role": "user", "content": [*map(image_part, vlm_frames(clip, cfg)), text_part(cfg.caption_prompt)]}]
+        for clip in frames
+    ]
+    captions = [completion.text for completion in load_llm(config.vlm).complete_batch(conversations)]
+    embedder = load_text_embedder(config.embeddings.text_model, config.embeddings.device)
+    verdicts = []
+    for caption, score in zip(captions, embedder.similarity(captions, speech), strict=True):
+        keep = score >= cfg.min_caption_asr_similarity
+        reason = KEPT_CAPTION_MATCH if keep else DROPPED_CAPTION_MISMATCH
+        verdicts.append({"keep_images": keep, "reason": reason, "similarity": score, "caption": caption})
+    return verdicts
+
+
+def filter_clips(
+    clips: list[dict[str, Any]],
+    keyframes: list[dict[str, Any]],
+    frame_rows: list[dict[str, Any]],
+    ocr_text: dict[int, str],
+    config: PipelineConfig,
+) -> list[dict[str, Any]]:
+    """One row per clip in time order: keep_images, reason, method and the evidence."""
+    method = config.clip_filter.method
+    decisions = {row["keyframe_id"]: row for row in frame_rows}
+    keyframes_by_clip: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for keyframe in sorted(keyframes, key=lambda row: row["time"]):
+        keyframes_by_clip[keyframe["clip_id"]].append(keyframe)
+    rows: list[dict[str, Any]] = []
+    to_judge: list[tuple[dict[str, Any], str, list[dict[str, Any]]]] = []
+    for clip in sorted(clips, key=lambda row: row["start"]):
+        all_frames = keyframes_by_clip[clip["clip_id"]]
+        frames = [
+            {**keyframe, "has_text": decision["has_text"], "text": ocr_text.get(keyframe["keyframe_id"], "")}
+            for keyframe in all_frames
+            if (decision := decisions[keyframe["keyframe_id"]])["keep"]
+        ]
+        reason = undecidable(clip, all_frames, frames)
+        rows.append(_row(clip["clip_id"], False, reason or "", method, frames))
+        if reason is None:
+            to_judge.append((rows[-1], clip["asr"], frames))
+    if to_judge:
+        judge = judge_by_caption if method == "vlm" else judge_by_ocr
+        verdicts = judge([speech for _, speech, _ in to_judge], [frames for _, _, frames in to_judge], config)
+        for (row, _, _), verdict in zip(to_judge, verdicts, strict=True):
+            row.update(verdict)
+    return rows
+
+
+def run(work: VideoWork) -> StageOutput:
+    rows = filter_clips(
+        work.inputs["clips"].to_pylist(),
+        work.inputs["keyframes"].select(["keyframe_id", "clip_id", "time", "jpeg"]).to_pylist(),
+        work.inputs["frame_filter"].select(["keyframe_id", "keep", "has_text"]).to_pylist(),
+        texts_by_keyframe(work.inputs["ocr"]),
+        work.config,
+    )
+    kept, reasons = [row["keep_images"] for row in rows], [row["reason"] for row in rows]
+    stats = {"funnel": funnel("clips", kept, reasons), "method": work.config.clip_filter.method}
+    return StageOutput(rows=rows, stats=stats)
