@@ -38,7 +38,8 @@ th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; }
 .bar { display: inline-block; height: 12px; background: #2b7bb9; vertical-align: middle; }
 .bar.dropped { background: #d9822b; } .bar.failed { background: #c23030; }
-.muted { color: #777; } .headline span { margin-right: 18px; } .headline b { font-size: 17px; }
+.muted { color: #777; } td:has(> .why) { text-align: left; }
+.headline span { margin-right: 18px; } .headline b { font-size: 17px; }
 .sample { border: 1px solid #ddd; border-radius: 6px; padding: 10px 14px; margin: 14px 0; }
 .sample header { color: #555; margin-bottom: 8px; }
 .images { display: flex; flex-wrap: wrap; gap: 10px; margin: 8px 0; }
@@ -65,7 +66,8 @@ def bar(count: int, total: int, kind: str = "", width: int = 240) -> str:
 
 
 def reasons_list(reasons: dict[str, int]) -> str:
-    return ", ".join(f"{esc(reason)} &times;{count}" for reason, count in reasons.items()) or "-"
+    listed = ", ".join(f"{esc(reason)} &times;{count}" for reason, count in reasons.items()) or "-"
+    return f'<span class="why">{listed}</span>'
 
 
 def fmt(value: Any, digits: int = 1) -> str:
