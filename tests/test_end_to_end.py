@@ -88,7 +88,7 @@ def test_bad_files_are_recorded_and_the_good_one_still_produces_shards(tmp_path:
     assert failures["corrupt"]["message"].startswith("unreadable media")
     assert all(row["stage"] == "probe" and row["error_type"] == "MediaError" for row in failures.values())
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["videos"] == {"in": 4, "failed": 3} and summary["samples"] >= 1
+    assert summary["videos"] == {"in": 4, "failed": 3, "dropped": {}} and summary["samples"] >= 1
     assert summary["failures"]["by_reason"]["probe: no audio stream"] == 1
     assert pq.read_table(out / "shards" / "shard-00000.parquet").num_rows >= 1
 
