@@ -31,6 +31,7 @@ from storage.tables import digest, read_stamp, read_table
 METRICS_FILE = "metrics.json"
 SHARD_METRICS_FILE = "metrics.json"  # beside shards/index.json
 _LIGHT_COLUMNS = ["metadata", "image_num", "token_num"]
+NOT_SCORED = {"value": None, "samples": 0, "pairs": 0, "ssim": None, "embedding_cosine": None}
 
 
 def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
@@ -159,7 +160,7 @@ def insi_sim_of_shard(out: OutDir, name: str, config: PipelineConfig) -> dict[st
         if score is not None:
             scores.append(score)
     if not scores:
-        return {"value": None, "samples": 0, "pairs": 0, "ssim": None, "embedding_cosine": None}
+        return dict(NOT_SCORED)
     return {
         "value": round(statistics.fmean(s.insi_sim for s in scores), 4),
         "samples": len(scores),
@@ -174,7 +175,7 @@ def pooled_insi_sim(per_shard: list[dict[str, Any]]) -> dict[str, Any]:
     scored = [entry for entry in per_shard if entry["samples"]]
     samples = sum(entry["samples"] for entry in scored)
     if not samples:
-        return {"value": None, "samples": 0, "pairs": 0, "ssim": None, "embedding_cosine": None}
+        return dict(NOT_SCORED)
 
     def weighted(key: str) -> float:
         return round(sum(entry[key] * entry["samples"] for entry in scored) / samples, 4)
