@@ -12,7 +12,7 @@ from typing import Any
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from configs import PipelineConfig
-from configs.schema import RunConfig
+from configs.schema import LlmConfig, RunConfig
 from pipeline.dag import StageKind
 
 
@@ -32,10 +32,12 @@ def task_runner(cfg: RunConfig) -> TaskRunner:
 
 
 def _section_on_gpu(name: str, config: PipelineConfig) -> bool:
-    if name == "llm":
-        llm = config.llm
-        return llm.backend == "vllm" or (llm.backend == "transformers" and llm.transformers.device.startswith("cuda"))
-    device = getattr(getattr(config, name, None), "device", None)
+    section = getattr(config, name, None)
+    if isinstance(section, LlmConfig):  # llm, and clip_filter's vlm
+        return section.backend == "vllm" or (
+            section.backend == "transformers" and section.transformers.device.startswith("cuda")
+        )
+    device = getattr(section, "device", None)
     return isinstance(device, str) and device.startswith("cuda")
 
 

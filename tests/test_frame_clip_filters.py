@@ -17,6 +17,7 @@ from PIL import Image
 
 from configs import PipelineConfig
 from configs.schema import OpenAiLlmConfig
+from flows.runners import task_options
 from pipeline import interleave
 from pipeline.clip_filter import filter_clips
 from pipeline.dag import STAGES_BY_NAME
@@ -332,3 +333,12 @@ def _jpeg(color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), color).save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+def test_clip_filter_is_a_gpu_task_only_where_its_vlm_runs_in_process(config):
+    stage = STAGES_BY_NAME["clip_filter"]
+    served = config.model_copy(update={"clip_filter": config.clip_filter.model_copy(update={"method": "vlm"})})
+    in_process = served.model_copy(update={"vlm": served.vlm.model_copy(update={"backend": "vllm"})})
+    assert "gpu" not in task_options(stage.name, stage.kind, stage.config_sections, config)["tags"]
+    assert "gpu" not in task_options(stage.name, stage.kind, stage.config_sections, served)["tags"]
+    assert "gpu" in task_options(stage.name, stage.kind, stage.config_sections, in_process)["tags"]
