@@ -62,10 +62,12 @@ def interleave_video(
 
 def images_kept(work: VideoWork) -> list[dict[str, Any]]:
     """The keyframes that stay: kept by frame_filter, in a clip whose images clip_filter kept."""
-    kept = {row["keyframe_id"] for row in work.inputs["frame_filter"].to_pylist() if row["keep"]}
-    clips = {row["clip_id"] for row in work.inputs["clip_filter"].to_pylist() if row["keep_images"]}
+    frames = work.inputs["frame_filter"].select(["keyframe_id", "keep"]).to_pylist()
+    clips = work.inputs["clip_filter"].select(["clip_id", "keep_images"]).to_pylist()
+    kept_frames = {row["keyframe_id"] for row in frames if row["keep"]}
+    image_clips = {row["clip_id"] for row in clips if row["keep_images"]}
     keyframes = work.inputs["keyframes"].select(["keyframe_id", "clip_id", "name", "time"]).to_pylist()
-    return [row for row in keyframes if row["keyframe_id"] in kept and row["clip_id"] in clips]
+    return [row for row in keyframes if row["keyframe_id"] in kept_frames and row["clip_id"] in image_clips]
 
 
 def run(work: VideoWork) -> StageOutput:
