@@ -5,11 +5,12 @@ view or a stylised face less so, and a face-like pattern on a slide now and then
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pipeline.models.loading import loaded_once
 
 # Haar detection parameters: the OpenCV tutorial's, with 5 neighbours to keep patterns on slides from counting.
 SCALE_FACTOR = 1.1
@@ -45,6 +46,6 @@ class FaceDetector:
         return share if share >= self.min_area_share else 0.0
 
 
-@lru_cache(maxsize=4)
+@loaded_once
 def load_face_detector(cascades: tuple[str, ...], min_area_share: float) -> FaceDetector:
     return FaceDetector(cascades, min_area_share)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 
 from configs.schema import OcrConfig
+from pipeline.models.loading import loaded_once
 
 
 class OcrBackend(Protocol):
@@ -38,6 +38,6 @@ class RapidOcrBackend:
         return lines
 
 
-@lru_cache(maxsize=4)
+@loaded_once
 def load_ocr(cfg: OcrConfig) -> OcrBackend:
     return RapidOcrBackend(cfg)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from tokenizers import Tokenizer
 
 from pipeline.models.assets import resolve_local
+from pipeline.models.loading import loaded_once
 
 
-@lru_cache(maxsize=4)
+@loaded_once
 def load_tokenizer(spec: str) -> Tokenizer:
     local = resolve_local(spec)
     if local is None:

@@ -7,12 +7,12 @@ neither skips a window it thinks is silent: that verdict is the asr stage's, whi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 
 from configs.schema import AsrConfig
+from pipeline.models.loading import loaded_once
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def segment_record(segment: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=4)
+@loaded_once
 def load_asr(cfg: AsrConfig) -> AsrBackend:
     """One loaded model per config and process, shared by every video."""
     if cfg.backend == "openai-whisper":

@@ -9,16 +9,15 @@ importing this package costs nothing.
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
 from pipeline.models.assets import resolve_local
+from pipeline.models.loading import loaded_once
 
 _LOCK = threading.Lock()  # one model serves every thread of a worker; torch modules are not re-entrant for us
-_LOAD_LOCK = threading.Lock()
 
 
 class ImageEmbedder(Protocol):
@@ -88,19 +87,11 @@ class OpenClipEmbedder:
         return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
+@loaded_once
 def load_image_embedder(
     backend: str, model: str, pretrained: str | None = None, device: str = "cpu", batch_size: int = 32
 ) -> ImageEmbedder:
-    """One embedder per process and setting, whatever the number of callers; threads asking at once wait for the
-    first to load it instead of loading it twice."""
-    with _LOAD_LOCK:
-        return _load_image_embedder(backend, model, pretrained, device, batch_size)
-
-
-@lru_cache(maxsize=4)
-def _load_image_embedder(
-    backend: str, model: str, pretrained: str | None, device: str, batch_size: int
-) -> ImageEmbedder:
+    """One embedder per process and setting, whatever the number of callers."""
     if backend == "efficientnet-lite0":
         return EfficientNetLite0Embedder(model, device, batch_size)
     if backend == "open_clip":

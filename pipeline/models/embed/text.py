@@ -4,11 +4,11 @@ default, any local folder or hub name in production. One model per process, what
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 
 import numpy as np
 
 from pipeline.models.assets import resolve_local
+from pipeline.models.loading import loaded_once
 
 _LOCK = threading.Lock()
 
@@ -41,6 +41,6 @@ class TextEmbedder:
         return [float(x @ y) if text_a.strip() and text_b.strip() else 0.0 for x, y, text_a, text_b in pairs]
 
 
-@lru_cache(maxsize=4)
+@loaded_once
 def load_text_embedder(spec: str, device: str = "cpu") -> TextEmbedder:
     return TextEmbedder(spec, device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from functools import lru_cache
 
 from configs.schema import LlmConfig
 from pipeline.models.llm.base import (
@@ -27,6 +26,7 @@ from pipeline.models.llm.base import (
     text_part,
 )
 from pipeline.models.llm.cache import CallCache, call_key, call_request
+from pipeline.models.loading import loaded_once
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def load_backend(cfg: LlmConfig) -> LlmBackend:
     return VllmBackend(cfg)
 
 
-@lru_cache(maxsize=4)
+@loaded_once
 def load_llm(cfg: LlmConfig) -> Llm:
     """One loaded model per config and process, shared by every stage and video."""
     cache = CallCache(cfg.cache_path) if cfg.cache_path else None
