@@ -354,8 +354,9 @@ class MetricsConfig(Section):
     """OUT/metrics.json: counts, distributions and InSI-SIM over the shards."""
 
     insi_sim_samples_per_shard: int | None = Field(
-        ge=1, description="InSI-SIM over the first N samples of each shard (its cost grows with images squared); "
-        "null = every sample"
+        ge=1,
+        description="InSI-SIM over the first N samples of each shard (its cost grows with images squared); "
+        "null = every sample",
     )
     ssim_width: int = Field(ge=16, description="InSI-SIM's SSIM compares grayscale images this many pixels wide")
 
