@@ -89,4 +89,6 @@ def run(work: VideoWork) -> StageOutput:
     reasons = Counter(row["reason"] for row in rows)
     accepted = reasons.pop(ACCEPTED, 0)
     funnel = {"unit": "clips", "in": len(rows), "kept": accepted, "dropped": dict(reasons)}
-    return StageOutput(rows=rows, stats={"clips": len(rows), "accepted": accepted, "funnel": funnel})
+    changed = sum(row["accepted"] and row["refined_asr"] != row["asr"].strip() for row in rows)
+    stats = {"clips": len(rows), "accepted": accepted, "changed": changed, "funnel": funnel}
+    return StageOutput(rows=rows, stats=stats)
