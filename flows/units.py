@@ -23,7 +23,7 @@ from pipeline.records import StageOutput, VideoInput, VideoWork, is_transient
 from storage import schemas
 from storage.outdir import OutDir
 from storage.shards import read_index, resolve_images, write_shards
-from storage.tables import Stamp, digest, read_stamp, read_table, rows_to_table, write_table
+from storage.tables import Stamp, content_digest, digest, read_stamp, read_table, rows_to_table, write_table
 
 Status = Literal["done", "skipped", "failed", "blocked", "dropped"]
 SOURCE_SAMPLE_BYTES = 1 << 20
@@ -87,10 +87,13 @@ def topics_in_order(videos: list[VideoInput]) -> dict[str, list[VideoInput]]:
     return topics
 
 
-def result_fingerprint(input_key: str, force: bool) -> str:
-    """A result is named by its inputs, so reruns reproduce the name; a forced recompute gets a new name, which
-    makes everything downstream stale."""
-    return digest([input_key, time.time_ns()]) if force else input_key
+def result_fingerprint(input_key: str, force: bool, table: pa.Table | None = None) -> str:
+    """A result is named by its content when there is one table to hash, so a rerun whose result did not change
+    (an LLM setting that gives the same verdicts) leaves everything downstream current; otherwise by its inputs.
+    A forced recompute gets a new name, which makes everything downstream stale."""
+    if force:
+        return digest([input_key, time.time_ns()])
+    return content_digest(table) if table is not None else input_key
 
 
 # The collection front's table of found videos, scores and reasons.
@@ -130,7 +133,7 @@ class Workspace:
         self, stage: str, path: str, table: pa.Table, input_key: str, inputs: dict, stats: dict, force: bool
     ) -> None:
         write_table(
-            self.out, path, table, Stamp(stage, input_key, result_fingerprint(input_key, force), inputs, stats)
+            self.out, path, table, Stamp(stage, input_key, result_fingerprint(input_key, force, table), inputs, stats)
         )
 
     def failure_path(self, stage: str, unit: str) -> str:

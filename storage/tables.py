@@ -20,6 +20,15 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def content_digest(table: pa.Table) -> str:
+    """A short hash of a table's schema and rows (not its metadata): equal results get equal names."""
+    sink = pa.BufferOutputStream()
+    plain = table.replace_schema_metadata(None)
+    with pa.ipc.new_stream(sink, plain.schema) as writer:
+        writer.write_table(plain)
+    return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Stamp:
     """Why a stage file is what it is: `input_key` says what it was computed from, `fingerprint` names the result.

@@ -163,3 +163,21 @@ def test_ocr_finds_the_slide_titles(processed, truth):
 def test_decoding_a_missing_file_raises_media_error(tmp_path):
     with pytest.raises(MediaError, match="ffmpeg failed"):
         list(sample_frames(str(tmp_path / "none.mp4"), 1.0, (64, 36), gray=True))
+
+
+def test_a_rerun_with_an_unchanged_result_leaves_downstream_current(processed, tmp_path):
+    import shutil
+
+    from configs import parse_config
+    from flows.units import Workspace
+    from storage.outdir import OutDir
+
+    workspace, videos = processed
+    shutil.copytree(workspace.out.root, tmp_path / "out")
+    lecture = next(video for video in videos if video.video_id == "lecture")
+    looser = parse_config({"filter_asr": {"min_words": workspace.config.filter_asr.min_words - 1}})
+    rerun = Workspace(OutDir(tmp_path / "out"), looser)
+    assert rerun.run_video_stage("filter_asr", lecture).status == "done"  # its config changed
+    assert rerun.run_video_stage("clips", lecture).status == "skipped"  # but not its verdict
+    forced = rerun.run_video_stage("filter_asr", lecture, force=True)
+    assert forced.status == "done" and rerun.run_video_stage("clips", lecture).status == "done"
