@@ -34,6 +34,12 @@ class MediaServer:
             def log_message(self, *args) -> None:
                 pass
 
+            def handle_one_request(self) -> None:
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # a client that stops reading (a killed download) is normal here
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
                 server.hits[self.path] += 1
                 if self.path == "/busy.mp4":
