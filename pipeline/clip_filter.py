@@ -1,6 +1,7 @@
 """clip_filter: whether a clip's keyframes stay beside its speech; the speech always stays (as in the paper).
 
-Only the keyframes frame_filter kept are judged. A clip without any, or without speech to compare them with, keeps
+The keyframes frame_filter kept are judged, with the repeats that may stand in for a kept frame of an earlier
+clip (frame_filter.stand_ins). A clip without any, or without speech to compare them with, keeps
 no image. Then, by `clip_filter.method`:
 - `vlm` (production, the paper's way): a vision-language model captions the clip's frames (the `vlm` section, images
   as content parts through the LLM layer) and the caption is compared with the speech by MiniLM cosine.
@@ -21,6 +22,7 @@ from PIL import Image
 
 from configs import PipelineConfig
 from configs.schema import ClipFilterConfig
+from pipeline.frame_filter import stand_ins
 from pipeline.frames import gray_frame
 from pipeline.keyframes import encode_jpeg
 from pipeline.models.embed import load_text_embedder
@@ -29,7 +31,7 @@ from pipeline.models.llm import image_part, load_llm, text_part
 from pipeline.ocr import texts_by_keyframe
 from pipeline.records import StageOutput, VideoWork, funnel
 
-VERSION = 1
+VERSION = 2
 
 KEPT_OCR_MATCH = "ocr_matches_asr"
 KEPT_CAPTION_MATCH = "caption_matches_asr"
@@ -145,6 +147,7 @@ def filter_clips(
     """One row per clip in time order: keep_images, reason, method and the evidence."""
     method = config.clip_filter.method
     decisions = {row["keyframe_id"]: row for row in frame_rows}
+    repeats = stand_ins(keyframes, frame_rows)
     keyframes_by_clip: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for keyframe in sorted(keyframes, key=lambda row: row["time"]):
         keyframes_by_clip[keyframe["clip_id"]].append(keyframe)
@@ -155,7 +158,7 @@ def filter_clips(
         frames = [
             {**keyframe, "has_text": decision["has_text"], "text": ocr_text.get(keyframe["keyframe_id"], "")}
             for keyframe in all_frames
-            if (decision := decisions[keyframe["keyframe_id"]])["keep"]
+            if (decision := decisions[keyframe["keyframe_id"]])["keep"] or keyframe["keyframe_id"] in repeats
         ]
         reason = undecidable(clip, all_frames, frames)
         rows.append(_row(clip["clip_id"], False, reason or "", method, frames))
@@ -173,7 +176,7 @@ def run(work: VideoWork) -> StageOutput:
     rows = filter_clips(
         work.inputs["clips"].to_pylist(),
         work.inputs["keyframes"].select(["keyframe_id", "clip_id", "time", "jpeg"]).to_pylist(),
-        work.inputs["frame_filter"].select(["keyframe_id", "keep", "has_text"]).to_pylist(),
+        work.inputs["frame_filter"].select(["keyframe_id", "keep", "has_text", "duplicate_of"]).to_pylist(),
         texts_by_keyframe(work.inputs["ocr"]),
         work.config,
     )

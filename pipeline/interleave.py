@@ -1,6 +1,7 @@
 """interleave: one video as a fragment of positions, per clip its keyframes in time order, then its speech.
 
-Only the keyframes frame_filter kept, in the clips whose images clip_filter kept, become image positions.
+Only the keyframes frame_filter kept, in the clips whose images clip_filter kept, become image positions (and a
+repeated slide whose first showing lost its images).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from collections import defaultdict
 from typing import Any
 
 from configs.schema import InterleaveConfig
+from pipeline.frame_filter import stand_ins
 from pipeline.records import StageOutput, VideoWork
 
-VERSION = 1
+VERSION = 2
 
 
 def interleave_video(
@@ -60,21 +62,35 @@ def interleave_video(
     return [{"position": index, **position} for index, position in enumerate(positions)]
 
 
-def images_kept(work: VideoWork) -> list[dict[str, Any]]:
-    """The keyframes that stay: kept by frame_filter, in a clip whose images clip_filter kept."""
-    frames = work.inputs["frame_filter"].select(["keyframe_id", "keep"]).to_pylist()
-    clips = work.inputs["clip_filter"].select(["clip_id", "keep_images"]).to_pylist()
+def kept_images(
+    keyframes: list[dict[str, Any]], frames: list[dict[str, Any]], clips: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The keyframes that stay, in a clip whose images clip_filter kept: those frame_filter kept, and a repeat of a
+    slide whose first showing was in a clip that lost its images (shown once, where it can be)."""
     kept_frames = {row["keyframe_id"] for row in frames if row["keep"]}
     image_clips = {row["clip_id"] for row in clips if row["keep_images"]}
-    keyframes = work.inputs["keyframes"].select(["keyframe_id", "clip_id", "name", "time"]).to_pylist()
-    return [row for row in keyframes if row["keyframe_id"] in kept_frames and row["clip_id"] in image_clips]
+    clip_of = {row["keyframe_id"]: row["clip_id"] for row in keyframes}
+    shown_again: dict[int, int] = {}  # original -> the one repeat that shows it
+    for repeat, original in sorted(stand_ins(keyframes, frames).items()):
+        if clip_of[original] not in image_clips and clip_of[repeat] in image_clips:
+            shown_again.setdefault(original, repeat)
+    return [
+        row
+        for row in keyframes
+        if row["clip_id"] in image_clips
+        and (row["keyframe_id"] in kept_frames or row["keyframe_id"] in shown_again.values())
+    ]
 
 
 def run(work: VideoWork) -> StageOutput:
     refined = {row["clip_id"]: row["refined_asr"] for row in work.inputs["refine"].to_pylist() if row["accepted"]}
     rows = interleave_video(
         [{**clip, "refined_asr": refined.get(clip["clip_id"])} for clip in work.inputs["clips"].to_pylist()],
-        images_kept(work),
+        kept_images(
+            work.inputs["keyframes"].select(["keyframe_id", "clip_id", "name", "time"]).to_pylist(),
+            work.inputs["frame_filter"].select(["keyframe_id", "keep", "duplicate_of"]).to_pylist(),
+            work.inputs["clip_filter"].select(["clip_id", "keep_images"]).to_pylist(),
+        ),
         work.inputs["ocr"].select(["keyframe_id", "text"]).to_pylist(),
         work.config.interleave,
     )

@@ -342,3 +342,20 @@ def test_clip_filter_is_a_gpu_task_only_where_its_vlm_runs_in_process(config):
     assert "gpu" not in task_options(stage.name, stage.kind, stage.config_sections, config)["tags"]
     assert "gpu" not in task_options(stage.name, stage.kind, stage.config_sections, served)["tags"]
     assert "gpu" in task_options(stage.name, stage.kind, stage.config_sections, in_process)["tags"]
+
+
+def test_a_slide_repeated_after_a_clip_boundary_shows_once_where_its_clip_keeps_images():
+    # keyframe 0 in clip 0 is the slide; 1 and 2 repeat it in clip 1, 3 in clip 2; 4 is another slide in clip 2
+    keyframes = [{"keyframe_id": i, "clip_id": clip} for i, clip in enumerate([0, 1, 1, 2, 2])]
+    frames = [{"keyframe_id": 0, "keep": True, "duplicate_of": None}]
+    frames += [{"keyframe_id": i, "keep": False, "duplicate_of": 0} for i in (1, 2, 3)]
+    frames += [{"keyframe_id": 4, "keep": True, "duplicate_of": None}]
+
+    def shown(*image_clips: int) -> list[int]:
+        clips = [{"clip_id": clip, "keep_images": clip in image_clips} for clip in range(3)]
+        return [row["keyframe_id"] for row in interleave.kept_images(keyframes, frames, clips)]
+
+    assert shown(0, 1, 2) == [0, 4]  # first showing kept: the repeats stay out
+    assert shown(1, 2) == [1, 4]  # clip 0 lost its images: the first repeat in the next clip shows the slide
+    assert shown(2) == [3, 4]
+    assert shown(0) == [0]
