@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from configs import PipelineConfig
+from flows.units import drop_label
 from pipeline.dag import VIDEO_STAGES
 from pipeline.insi_sim import PAPER_OBELICS, PAPER_TEXTBOOK, decode, sample_similarity
 from pipeline.models.embed import load_image_embedder
@@ -106,6 +107,26 @@ def video_funnel(
     return rows
 
 
+def dropped_videos(stamps: dict[str, dict[str, dict[str, Any]]], video_ids: Iterable[str]) -> Counter[str]:
+    """Videos a filter dropped, by "stage: reason", read from the last per-video stage (every drop reaches it)."""
+    wanted = set(video_ids)
+    last = list(stamps)[-1] if stamps else None
+    labels = (drop_label(stats, last) for video, stats in stamps.get(last, {}).items() if video in wanted)
+    return Counter(label for label in labels if label)
+
+
+def totals(stamps: dict[str, dict[str, dict[str, Any]]]) -> Counter[str]:
+    """Per stage: the videos it has a result for, and the sum of each numeric stat of those results."""
+    counts: Counter[str] = Counter()
+    for stage, by_video in stamps.items():
+        for stats in by_video.values():
+            counts[f"{stage}_videos"] += 1
+            for key, value in stats.items():
+                if isinstance(value, int | float) and key != "duration":
+                    counts[f"{stage}.{key}"] += value
+    return counts
+
+
 def videos_metrics(
     stamps: dict[str, dict[str, dict[str, Any]]],
     failures: list[dict[str, Any]],
@@ -116,11 +137,7 @@ def videos_metrics(
     for record in failures:
         if record["video_id"] in video_ids:
             by_stage[record["stage"]][f"{record['error_type']}: {record['message']}"] += 1
-    last = list(stamps)[-1] if stamps else None
-    dropped: Counter[str] = Counter()
-    for video, stats in (stamps.get(last, {}) if last else {}).items():
-        if stats.get("dropped") and video in video_ids:
-            dropped[f"{stats.get('dropped_by', last)}: {stats['dropped']}"] += 1
+    dropped = dropped_videos(stamps, video_ids)
     return {
         "in": len(video_ids),
         "failed": {
@@ -230,13 +247,17 @@ def throughput(summary: dict[str, Any], previous: dict[str, Any] | None) -> dict
 
 
 def compute_metrics(
-    out: OutDir, config: PipelineConfig, summary: dict[str, Any], video_ids: list[str]
+    out: OutDir,
+    config: PipelineConfig,
+    summary: dict[str, Any],
+    video_ids: list[str],
+    stamps: dict[str, dict[str, dict[str, Any]]],
 ) -> dict[str, Any]:
-    """Every figure of metrics.json; InSI-SIM is reused from the last metrics.json when its key is unchanged."""
+    """Every figure of metrics.json from `stamps` (stage_stamps); InSI-SIM is reused from the last metrics.json
+    when its key is unchanged."""
     previous_path = out.path(METRICS_FILE)
     previous = out.read_json(previous_path) if out.exists(previous_path) else None
     index = read_index(out) or {"shards": [], "fingerprint": None}
-    stamps = stage_stamps(out, video_ids)
     failures = read_failures(out)
     key = insi_sim_key(config, index["fingerprint"])
     reused = previous.get("shards", {}) if previous and previous.get("insi_sim", {}).get("key") == key else {}
@@ -279,9 +300,15 @@ def compute_metrics(
     }
 
 
-def write_metrics(out: OutDir, config: PipelineConfig, summary: dict[str, Any], video_ids: list[str]) -> dict:
+def write_metrics(
+    out: OutDir,
+    config: PipelineConfig,
+    summary: dict[str, Any],
+    video_ids: list[str],
+    stamps: dict[str, dict[str, dict[str, Any]]],
+) -> dict:
     """OUT/metrics.json, and the per-shard part beside shards/index.json for whoever takes only the shards."""
-    metrics = compute_metrics(out, config, summary, video_ids)
+    metrics = compute_metrics(out, config, summary, video_ids, stamps)
     out.write_json(out.path(METRICS_FILE), metrics)
     if metrics["shards"]:
         shard_part = {"shards_fingerprint": metrics["shards_fingerprint"], "shards": metrics["shards"]}

@@ -116,9 +116,8 @@ def run_stages(
                 ]
             reports.append(gather(stage.name, submitted, workspace, progress))
     topics = topics_in_order(videos)
-    compute = task_options(PACK_STAGE, "compute", ("pack",), config)
     if PACK_STAGE in stages:
-        pack = pack_task.with_options(**compute)
+        pack = pack_task.with_options(**task_options(PACK_STAGE, "compute", ("pack",), config))
         submitted = [
             Submitted(pack.submit(unit, topic, members, workspace, force), PACK_STAGE, unit, topic)
             for topic, members in topics.items()
@@ -126,7 +125,7 @@ def run_stages(
         ]
         reports.append(gather(PACK_STAGE, submitted, workspace, progress))
     if SHARDS_STAGE in stages:
-        shards = shards_task.with_options(**{**compute, "tags": [f"stage:{SHARDS_STAGE}", "compute"]})
+        shards = shards_task.with_options(**task_options(SHARDS_STAGE, "compute", ("shards",), config))
         submitted = [Submitted(shards.submit(list(topics), workspace, force), SHARDS_STAGE, "all", "")]
         reports.append(gather(SHARDS_STAGE, submitted, workspace, progress))
     return reports

@@ -21,7 +21,7 @@ from PIL import Image
 
 from configs import PipelineConfig
 from configs.schema import ReportConfig
-from flows.metrics import METRICS_FILE, iter_shard_rows, write_metrics
+from flows.metrics import METRICS_FILE, iter_shard_rows, stage_stamps, write_metrics
 from pipeline.insi_sim import decode
 from storage.outdir import OutDir
 from storage.tables import read_table
@@ -286,13 +286,18 @@ def metrics_markdown(metrics: dict[str, Any]) -> str:
 
 
 def write_metrics_and_report(
-    out: OutDir, config: PipelineConfig, summary: dict[str, Any], video_ids: list[str], report: bool
+    out: OutDir,
+    config: PipelineConfig,
+    summary: dict[str, Any],
+    video_ids: list[str],
+    stamps: dict[str, dict[str, dict[str, Any]]],
+    report: bool,
 ) -> dict[str, Any]:
     """metrics.json, then report.html when asked; returns the headline figures for summary.json. A failure here
     is logged and put in the headline: the run's results stand without their report."""
     started = time.perf_counter()
     try:
-        metrics = write_metrics(out, config, summary, video_ids)
+        metrics = write_metrics(out, config, summary, video_ids, stamps)
         report_path = write_report(out, config, metrics) if report else None
     except Exception as error:  # the run itself is done; say why its figures are missing instead of failing it
         logger.exception("metrics or report failed")
@@ -317,5 +322,5 @@ def report_run(out: OutDir, config: PipelineConfig) -> tuple[str, dict[str, Any]
     video_ids = read_table(out, inputs).column("video_id").to_pylist()
     summary_path = out.path("summary.json")
     summary = out.read_json(summary_path) if out.exists(summary_path) else {}
-    metrics = write_metrics(out, config, summary, video_ids)
+    metrics = write_metrics(out, config, summary, video_ids, stage_stamps(out, video_ids))
     return write_report(out, config, metrics), metrics

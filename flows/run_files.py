@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from configs import PipelineConfig, dump_config
+from flows.metrics import dropped_videos, stage_stamps, totals
 from flows.report import write_metrics_and_report
 from flows.units import UnitResult, Workspace
-from pipeline.dag import ALL_STAGES, PACK_STAGE, VIDEO_STAGES
+from pipeline.dag import ALL_STAGES, PACK_STAGE
 from pipeline.inputs import ResolvedInputs
 from pipeline.media import ffmpeg_exe
 from pipeline.models.assets import file_digests, resolve_local
@@ -132,31 +133,13 @@ class RunFiles:
             raise FileNotFoundError(f"{self.out.url} has no inputs.parquet: start it with `textbook run` first")
         return [VideoInput(**row) for row in read_table(self.out, path).to_pylist()]
 
-    def totals(self, videos: list[VideoInput]) -> dict[str, Any]:
+    def totals(self, stamps: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
         """Counts over everything in OUT now, whether this run made it or found it done."""
-        totals: Counter[str] = Counter()
-        for stage in VIDEO_STAGES:
-            for video in videos:
-                stamp = read_stamp(self.out, self.out.stage_file(stage.name, video.video_id))
-                if stamp is not None:
-                    totals[f"{stage.name}_videos"] += 1
-                    for key, value in stamp.stats.items():
-                        if isinstance(value, int | float) and key != "duration":
-                            totals[f"{stage.name}.{key}"] += value
+        counts = totals(stamps)
         for path in self.out.list("stages", PACK_STAGE):
             stamp = read_stamp(self.out, path)
-            totals["samples"] += stamp.stats.get("samples", 0) if stamp else 0
-        return dict(sorted(totals.items()))
-
-    def dropped(self, videos: list[VideoInput]) -> dict[str, int]:
-        """Videos a filter dropped, by "stage: reason", read from the last per-video stage's stamps."""
-        last = VIDEO_STAGES[-1].name
-        reasons: Counter[str] = Counter()
-        for video in videos:
-            stamp = read_stamp(self.out, self.out.stage_file(last, video.video_id))
-            if stamp is not None and stamp.stats.get("dropped"):
-                reasons[f"{stamp.stats.get('dropped_by', last)}: {stamp.stats['dropped']}"] += 1
-        return dict(reasons.most_common())
+            counts["samples"] += stamp.stats.get("samples", 0) if stamp else 0
+        return dict(sorted(counts.items()))
 
     def finish(
         self, workspace: Workspace, videos: list[VideoInput], reports: list[StageReport], seconds: float
@@ -168,15 +151,17 @@ class RunFiles:
         write_table(self.out, self.out.path("failures.parquet"), failures_table)
         index = read_index(self.out)
         shards = [entry["file"] for entry in index["shards"]] if index else []
+        video_ids = [video.video_id for video in videos]
+        stamps = stage_stamps(self.out, video_ids)  # every per-video result, read once for the figures below
         summary = {
             "out": self.out.url,
             "videos": {
                 "in": len(videos),
                 "failed": len({record["video_id"] for record in failures}),
-                "dropped": self.dropped(videos),
+                "dropped": dict(dropped_videos(stamps, video_ids).most_common()),
             },
             "stages": {report.stage: report.to_json() for report in reports},
-            "totals": self.totals(videos),
+            "totals": self.totals(stamps),
             "failures": {
                 "count": len(failures),
                 "by_reason": dict(Counter(f"{r['stage']}: {r['message']}" for r in failures).most_common()),
@@ -187,7 +172,8 @@ class RunFiles:
             "stage_order": list(ALL_STAGES),
         }
         config = workspace.config
-        video_ids = [video.video_id for video in videos]
-        summary["metrics"] = write_metrics_and_report(self.out, config, summary, video_ids, config.report.on_run)
+        summary["metrics"] = write_metrics_and_report(
+            self.out, config, summary, video_ids, stamps, config.report.on_run
+        )
         self.out.write_json(self.out.path("summary.json"), summary)
         return summary

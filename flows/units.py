@@ -75,6 +75,11 @@ def source_fingerprint(path: str) -> str:
     return sha.hexdigest()[:16]
 
 
+def drop_label(stats: dict[str, Any], stage: str) -> str | None:
+    """ "<filter stage>: <reason>" when the stats of `stage`'s result say a filter dropped the video, else None."""
+    return f"{stats.get('dropped_by', stage)}: {stats['dropped']}" if stats.get("dropped") else None
+
+
 def topic_id(topic: str) -> str:
     return sanitize_id(topic)
 
@@ -257,9 +262,8 @@ class Workspace:
             return output
 
         result = self._record(result, video.source, started, work)
-        if result.status == "done" and result.stats.get("dropped"):
-            result.status = "dropped"
-            result.message = f"{result.stats.get('dropped_by', stage.name)}: {result.stats['dropped']}"
+        if result.status == "done" and (label := drop_label(result.stats, stage.name)):
+            result.status, result.message = "dropped", label
         if stage.name == "probe" and result.status == "done":
             result.media_seconds = result.stats["duration"]
         if stage.reads_media and result.status == "done" and not self.config.download.keep_media:

@@ -20,7 +20,7 @@ from pipeline.asr import NO_SPEECH
 from pipeline.filter_meta import Decision, detect_language
 from pipeline.models.llm import load_llm
 from pipeline.models.llm.structured import LlmOutputError, complete_json
-from pipeline.records import StageOutput, VideoWork
+from pipeline.records import StageOutput, VideoWork, funnel
 from storage.tables import table_stamp
 
 VERSION = 1
@@ -99,9 +99,8 @@ def run(work: VideoWork) -> StageOutput:
         decision = score(video, cfg, work)
     row = {**video, "keep": decision.keep, "reason": decision.reason}
     stats: dict[str, Any] = {key: video[key] for key in ("words", "speech_seconds", "knowledge_density")}
-    stats["funnel"] = {"unit": "videos", "in": 1, "kept": int(decision.keep), "dropped": {}}
+    reason = decision.reason.split(":", 1)[0] if decision.reason is not None else ""
+    stats["funnel"] = funnel("videos", [decision.keep], [reason])
     if decision.reason is not None:
-        key = decision.reason.split(":", 1)[0]
-        stats["dropped"] = key
-        stats["funnel"]["dropped"] = {key: 1}
+        stats["dropped"] = reason
     return StageOutput(rows=[row], stats=stats)

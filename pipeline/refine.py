@@ -12,14 +12,13 @@ interleave uses.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import replace
 from typing import Any
 
 from configs.schema import RefineConfig
 from pipeline.models.embed import TextEmbedder, load_text_embedder
 from pipeline.models.llm import Llm, load_llm
-from pipeline.records import StageOutput, VideoWork
+from pipeline.records import StageOutput, VideoWork, funnel
 
 VERSION = 1
 ACCEPTED = "accepted"
@@ -86,9 +85,8 @@ def run(work: VideoWork) -> StageOutput:
         rows = refine_clips(clips, cfg, load_llm(config.llm), embedder)
     else:
         rows = [_unrefined(clip, DISABLED) for clip in clips]
-    reasons = Counter(row["reason"] for row in rows)
-    accepted = reasons.pop(ACCEPTED, 0)
-    funnel = {"unit": "clips", "in": len(rows), "kept": accepted, "dropped": dict(reasons)}
+    accepted = [row["accepted"] for row in rows]
+    clips_funnel = funnel("clips", accepted, [row["reason"] for row in rows])
     changed = sum(row["accepted"] and row["refined_asr"] != row["asr"].strip() for row in rows)
-    stats = {"clips": len(rows), "accepted": accepted, "changed": changed, "funnel": funnel}
+    stats = {"clips": len(rows), "accepted": sum(accepted), "changed": changed, "funnel": clips_funnel}
     return StageOutput(rows=rows, stats=stats)

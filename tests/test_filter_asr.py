@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from configs import PipelineConfig
-from flows.run_files import RunFiles
+from flows.metrics import dropped_videos, stage_stamps
 from flows.units import Workspace
 from pipeline import filter_asr
 from pipeline.dag import STAGES_BY_NAME, VIDEO_STAGES, downstream_of
@@ -71,7 +71,8 @@ def test_no_speech_is_dropped_and_nothing_flows_down(tmp_path, no_speech_videos,
             path = workspace.out.stage_file(name, video.video_id)
             assert read_table(workspace.out, path).num_rows == 0, name
             assert read_stamp(workspace.out, path).stats == {"dropped": "too_short", "dropped_by": "filter_asr"}
-    assert RunFiles(workspace.out).dropped([video]) == {"filter_asr: too_short": 1}
+    ids = [video.video_id]
+    assert dropped_videos(stage_stamps(workspace.out, ids), ids) == {"filter_asr: too_short": 1}
 
 
 def test_other_language_is_dropped_by_what_the_text_reads(config):
