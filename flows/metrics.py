@@ -29,6 +29,9 @@ from storage.outdir import OutDir
 from storage.shards import SHARD_DIR, read_index
 from storage.tables import digest, read_stamp, read_table
 
+# The stats of each stage's result, by stage (DAG order) then video: what stage_stamps reads.
+StageStats = dict[str, dict[str, dict[str, Any]]]
+
 METRICS_FILE = "metrics.json"
 SHARD_METRICS_FILE = "metrics.json"  # beside shards/index.json
 _LIGHT_COLUMNS = ["metadata", "image_num", "token_num"]
@@ -48,10 +51,10 @@ def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
     }
 
 
-def stage_stamps(out: OutDir, video_ids: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+def stage_stamps(out: OutDir, video_ids: Iterable[str]) -> StageStats:
     """The stats of every per-video stage file present, by stage (DAG order) then video."""
     video_ids = list(video_ids)
-    stamps: dict[str, dict[str, dict[str, Any]]] = {}
+    stamps: StageStats = {}
     for stage in VIDEO_STAGES:
         found = {video: read_stamp(out, out.stage_file(stage.name, video)) for video in video_ids}
         stamps[stage.name] = {video: stamp.stats for video, stamp in found.items() if stamp is not None}
@@ -65,7 +68,7 @@ def add_funnel(total: dict[str, Any], funnel: dict[str, Any]) -> None:
         total["dropped"][reason] = total["dropped"].get(reason, 0) + count
 
 
-def unit_funnels(stamps: dict[str, dict[str, dict[str, Any]]], video_ids: Iterable[str]) -> dict[str, Any]:
+def unit_funnels(stamps: StageStats, video_ids: Iterable[str]) -> dict[str, Any]:
     """{unit: {stage: {in, kept, dropped: {reason: n}}}} summed over `video_ids`; each stage's own convention
     holds (in == kept + sum(dropped)) so every row adds up."""
     video_ids = set(video_ids)
@@ -84,9 +87,7 @@ def read_failures(out: OutDir) -> list[dict[str, Any]]:
     return read_table(out, path).to_pylist() if out.exists(path) else []
 
 
-def video_funnel(
-    stamps: dict[str, dict[str, dict[str, Any]]], failures: list[dict[str, Any]], video_ids: list[str]
-) -> list[dict[str, Any]]:
+def video_funnel(stamps: StageStats, failures: list[dict[str, Any]], video_ids: list[str]) -> list[dict[str, Any]]:
     """Per stage: videos it ran on (done), dropped there by a filter, failed there, and left to go on (passed)."""
     wanted = set(video_ids)
     failed = Counter(record["stage"] for record in failures if record["video_id"] in wanted)
@@ -107,7 +108,7 @@ def video_funnel(
     return rows
 
 
-def dropped_videos(stamps: dict[str, dict[str, dict[str, Any]]], video_ids: Iterable[str]) -> Counter[str]:
+def dropped_videos(stamps: StageStats, video_ids: Iterable[str]) -> Counter[str]:
     """Videos a filter dropped, by "stage: reason", read from the last per-video stage (every drop reaches it)."""
     wanted = set(video_ids)
     last = list(stamps)[-1] if stamps else None
@@ -115,7 +116,7 @@ def dropped_videos(stamps: dict[str, dict[str, dict[str, Any]]], video_ids: Iter
     return Counter(label for label in labels if label)
 
 
-def totals(stamps: dict[str, dict[str, dict[str, Any]]]) -> Counter[str]:
+def totals(stamps: StageStats) -> Counter[str]:
     """Per stage: the videos it has a result for, and the sum of each numeric stat of those results."""
     counts: Counter[str] = Counter()
     for stage, by_video in stamps.items():
@@ -128,7 +129,7 @@ def totals(stamps: dict[str, dict[str, dict[str, Any]]]) -> Counter[str]:
 
 
 def videos_metrics(
-    stamps: dict[str, dict[str, dict[str, Any]]],
+    stamps: StageStats,
     failures: list[dict[str, Any]],
     video_ids: list[str],
     in_shards: set[str],
@@ -251,7 +252,7 @@ def compute_metrics(
     config: PipelineConfig,
     summary: dict[str, Any],
     video_ids: list[str],
-    stamps: dict[str, dict[str, dict[str, Any]]],
+    stamps: StageStats,
 ) -> dict[str, Any]:
     """Every figure of metrics.json from `stamps` (stage_stamps); InSI-SIM is reused from the last metrics.json
     when its key is unchanged."""
@@ -305,7 +306,7 @@ def write_metrics(
     config: PipelineConfig,
     summary: dict[str, Any],
     video_ids: list[str],
-    stamps: dict[str, dict[str, dict[str, Any]]],
+    stamps: StageStats,
 ) -> dict:
     """OUT/metrics.json, and the per-shard part beside shards/index.json for whoever takes only the shards."""
     metrics = compute_metrics(out, config, summary, video_ids, stamps)

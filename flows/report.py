@@ -21,7 +21,7 @@ from PIL import Image
 
 from configs import PipelineConfig
 from configs.schema import ReportConfig
-from flows.metrics import METRICS_FILE, iter_shard_rows, stage_stamps, write_metrics
+from flows.metrics import METRICS_FILE, StageStats, iter_shard_rows, stage_stamps, write_metrics
 from pipeline.insi_sim import decode
 from storage.outdir import OutDir
 from storage.tables import read_table
@@ -290,7 +290,7 @@ def write_metrics_and_report(
     config: PipelineConfig,
     summary: dict[str, Any],
     video_ids: list[str],
-    stamps: dict[str, dict[str, dict[str, Any]]],
+    stamps: StageStats,
     report: bool,
 ) -> dict[str, Any]:
     """metrics.json, then report.html when asked; returns the headline figures for summary.json. A failure here

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from configs import PipelineConfig, dump_config
-from flows.metrics import dropped_videos, stage_stamps, totals
+from flows.metrics import StageStats, dropped_videos, stage_stamps, totals
 from flows.report import write_metrics_and_report
 from flows.units import UnitResult, Workspace
 from pipeline.dag import ALL_STAGES, PACK_STAGE
@@ -133,7 +133,7 @@ class RunFiles:
             raise FileNotFoundError(f"{self.out.url} has no inputs.parquet: start it with `textbook run` first")
         return [VideoInput(**row) for row in read_table(self.out, path).to_pylist()]
 
-    def totals(self, stamps: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    def totals(self, stamps: StageStats) -> dict[str, Any]:
         """Counts over everything in OUT now, whether this run made it or found it done."""
         counts = totals(stamps)
         for path in self.out.list("stages", PACK_STAGE):
