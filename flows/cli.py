@@ -11,7 +11,7 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from configs import ConfigError, PipelineConfig, load_config  # noqa: E402
-from pipeline.dag import ALL_STAGES, downstream_of  # noqa: E402
+from pipeline.dag import DAG, PROCESS_STAGES  # noqa: E402
 from pipeline.inputs import InputError  # noqa: E402
 from storage.outdir import OutDir  # noqa: E402
 
@@ -65,12 +65,12 @@ def _process(out: str, config: PipelineConfig, stages: list[str], video_ids: lis
 
     summary = process(out, config, stages, video_ids, force)
     print_summary(summary)
-    return 0 if summary["samples"] else EXIT_NOTHING_PRODUCED
+    return 0 if summary["current"] and summary["samples"] else EXIT_NOTHING_PRODUCED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.deploy import prepare_inputs
-    from flows.run_files import RunFiles
+    from pipeline.engine.run_files import RunFiles
 
     config = load_config(args.config)
     if args.runner:
@@ -83,14 +83,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"ignored (not a video): {path}")
     files = RunFiles.open(args.out)
     files.start(config, inputs)
-    return _process(args.out, config, list(ALL_STAGES), None, args.force)
+    return _process(args.out, config, list(PROCESS_STAGES), None, args.force)
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
     out = OutDir(args.out)
     config = load_config(args.config or out.path("config.yaml"))
     if args.force:
-        print(f"recomputing {args.name}; stale until the next run: {', '.join(downstream_of(args.name)) or 'none'}")
+        print(
+            f"recomputing {args.name}; stale until the next run: {', '.join(DAG.downstream_of(args.name)) or 'none'}"
+        )
     if args.deployment:
         from flows.deploy import PROCESS_DEPLOYMENT, trigger
 
@@ -135,7 +137,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from flows.report import report_run
+    from pipeline.metrics.report import report_run
 
     out = OutDir(args.out)
     config_path = args.config or (out.path("config.yaml") if out.exists(out.path("config.yaml")) else None)
@@ -180,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     stage = commands.add_parser("stage", help="rerun one stage over the videos of an earlier run")
-    stage.add_argument("name", choices=ALL_STAGES)
+    stage.add_argument("name", choices=PROCESS_STAGES)
     stage.add_argument("--out", required=True)
     stage.add_argument("--config", default=None, help="default: OUT/config.yaml")
     stage.add_argument("--video", action="append", help="only this video id (repeatable)")

@@ -14,8 +14,8 @@ from prefect.deployments import run_deployment
 from configs import PipelineConfig, parse_config
 from flows.collect import collect
 from flows.process import process, process_flow
-from flows.run_files import RunFiles
-from pipeline.dag import ALL_STAGES
+from pipeline.dag import PROCESS_STAGES
+from pipeline.engine.run_files import RunFiles
 from pipeline.inputs import InputError, ResolvedInputs, resolve_inputs
 
 TEXTBOOK_DEPLOYMENT = "textbook/textbook"
@@ -39,7 +39,7 @@ def textbook_flow(out: str, config: dict[str, Any], input_path: str | None = Non
     if not inputs.videos:
         return {"samples": 0, "videos": {"in": 0, "failed": 0}}
     RunFiles.open(out).start(pipeline_config, inputs)
-    return process(out, pipeline_config, list(ALL_STAGES), None, force)
+    return process(out, pipeline_config, list(PROCESS_STAGES), None, force)
 
 
 def serve_deployments(out: str, config: PipelineConfig, input_path: str | None) -> None:
@@ -54,7 +54,7 @@ def serve_deployments(out: str, config: PipelineConfig, input_path: str | None) 
         ),
         process_flow.to_deployment(
             name="process",
-            parameters={**parameters, "stages": list(ALL_STAGES)},
+            parameters={**parameters, "stages": list(PROCESS_STAGES)},
             description="process the videos already listed in OUT/inputs.parquet; pass `stages` to rerun some",
         ),
     ]

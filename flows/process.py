@@ -1,4 +1,4 @@
-"""Prefect flows over the DAG: each stage a task mapped over videos (pack over topics), stage after stage."""
+"""Prefect flows over the DAG: each stage a task mapped over its planned units, stage after stage."""
 
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ from prefect.states import Completed, Failed, State
 from tqdm import tqdm
 
 from configs import PipelineConfig, parse_config
-from flows.report import metrics_markdown, report_url
-from flows.run_files import RunFiles, StageReport
 from flows.runners import apply_concurrency_limits, stage_resources, task_options, task_runner
-from flows.units import UnitResult, Workspace, topic_id, topics_in_order
-from pipeline.dag import ALL_STAGES, PACK_STAGE, SHARDS_STAGE, STAGES_BY_NAME, VIDEO_STAGES
-from pipeline.records import VideoInput
+from pipeline.dag import DAG, PROCESS_STAGES
+from pipeline.engine.engine import Engine, UnitResult, error_message
+from pipeline.engine.run_files import RunFiles, StageReport
+from pipeline.metrics.report import metrics_markdown, report_url
 
 
 class TransientUnitFailure(RuntimeError):
@@ -35,7 +34,8 @@ _STATE_NAMES = {"done": "Completed", "skipped": "Skipped", "dropped": "Dropped",
 
 def unit_state(result: UnitResult, retries: int) -> State:
     """The task run's state in the UI: Completed, Skipped (already done), Dropped (a filter), Blocked (an input
-    failed) or Failed; a transient failure with retries left raises instead, for Prefect to retry."""
+    failed or is not current) or Failed; a transient failure with retries left raises instead, for Prefect to
+    retry."""
     if result.status == "failed":
         if result.transient and task_run.run_count <= retries:
             raise TransientUnitFailure(f"{result.error_type}: {result.message}")
@@ -44,20 +44,10 @@ def unit_state(result: UnitResult, retries: int) -> State:
     return Completed(name=_STATE_NAMES[result.status], message=message, data=result)
 
 
-@task(task_run_name="{stage}-{video_id}", cache_policy=NO_CACHE)
-def video_stage_task(stage: str, video_id: str, video: VideoInput, workspace: Workspace, force: bool) -> State:
-    result = workspace.run_video_stage(stage, video, force=force)
-    return unit_state(result, getattr(workspace.config.run.tasks, STAGES_BY_NAME[stage].kind).retries)
-
-
-@task(task_run_name="pack-{topic_id}", cache_policy=NO_CACHE)
-def pack_task(topic_id: str, topic: str, videos: list[VideoInput], workspace: Workspace, force: bool) -> State:
-    return unit_state(workspace.run_pack(topic, videos, force=force), workspace.config.run.tasks.compute.retries)
-
-
-@task(task_run_name="shards", cache_policy=NO_CACHE)
-def shards_task(topics: list[str], workspace: Workspace, force: bool) -> State:
-    return unit_state(workspace.run_shards(topics, force=force), workspace.config.run.tasks.compute.retries)
+@task(task_run_name="{stage}-{unit_id}", cache_policy=NO_CACHE)
+def unit_task(stage: str, unit_id: str, engine: Engine, force: bool) -> State:
+    result = engine.run_unit(stage, unit_id, force=force)
+    return unit_state(result, getattr(engine.config.run.tasks, engine.dag[stage].kind).retries)
 
 
 @dataclass(frozen=True)
@@ -70,23 +60,23 @@ class Submitted:
     source: str
 
 
-def _unit_result(submitted: Submitted, workspace: Workspace) -> UnitResult:
+def _unit_result(submitted: Submitted, engine: Engine) -> UnitResult:
     outcome = submitted.future.result(raise_on_failure=False)
     if isinstance(outcome, UnitResult):
         return outcome
     error = outcome if isinstance(outcome, BaseException) else RuntimeError(f"task ended with {outcome!r}")
-    message = str(error).strip().splitlines()[0][:500] if str(error).strip() else repr(error)
-    workspace.record_failure(submitted.stage, submitted.unit, type(error).__name__, message, submitted.source)
+    message = error_message(error)
+    engine.record_failure(submitted.stage, submitted.unit, type(error).__name__, message, submitted.source)
     return UnitResult(submitted.stage, submitted.unit, "failed", error_type=type(error).__name__, message=message)
 
 
-def gather(stage: str, submitted: Sequence[Submitted], workspace: Workspace, progress: bool) -> StageReport:
+def gather(stage: str, submitted: Sequence[Submitted], engine: Engine, progress: bool) -> StageReport:
     started = time.perf_counter()
     results: list[UnitResult] = []
     by_future = {unit.future: unit for unit in submitted}
     with tqdm(total=len(submitted), desc=f"{stage:>10}", unit="unit", disable=not progress, leave=True) as bar:
         for future in as_completed(list(by_future)):
-            result = _unit_result(by_future[future], workspace)
+            result = _unit_result(by_future[future], engine)
             results.append(result)
             bar.set_postfix_str(f"{result.unit}: {result.status}", refresh=False)
             bar.update()
@@ -94,40 +84,26 @@ def gather(stage: str, submitted: Sequence[Submitted], workspace: Workspace, pro
 
 
 def run_stages(
-    workspace: Workspace, videos: list[VideoInput], stages: Sequence[str], force: bool
+    engine: Engine, stages: Sequence[str], force: bool, video_ids: Sequence[str] | None = None
 ) -> list[StageReport]:
-    """Run the named stages in DAG order; called inside a flow so every unit is a Prefect task run."""
-    config = workspace.config
-    progress = config.run.progress
+    """Run the named stages in DAG order, every planned unit a Prefect task run (per-video stages only over
+    `video_ids` when given); called inside a flow."""
+    config = engine.config
     reports = []
-    for stage in VIDEO_STAGES:
-        if stage.name in stages:
-            options = task_options(stage.name, stage.kind, stage.config_sections, config)
-            stage_task = video_stage_task.with_options(**options)
-            with stage_resources("gpu" in options["tags"], config.run):
-                submitted = [
-                    Submitted(
-                        stage_task.submit(stage.name, v.video_id, v, workspace, force),
-                        stage.name,
-                        v.video_id,
-                        v.source,
-                    )  # fmt: skip
-                    for v in videos
-                ]
-            reports.append(gather(stage.name, submitted, workspace, progress))
-    topics = topics_in_order(videos)
-    if PACK_STAGE in stages:
-        pack = pack_task.with_options(**task_options(PACK_STAGE, "compute", ("pack",), config))
-        submitted = [
-            Submitted(pack.submit(unit, topic, members, workspace, force), PACK_STAGE, unit, topic)
-            for topic, members in topics.items()
-            for unit in [topic_id(topic)]
-        ]
-        reports.append(gather(PACK_STAGE, submitted, workspace, progress))
-    if SHARDS_STAGE in stages:
-        shards = shards_task.with_options(**task_options(SHARDS_STAGE, "compute", ("shards",), config))
-        submitted = [Submitted(shards.submit(list(topics), workspace, force), SHARDS_STAGE, "all", "")]
-        reports.append(gather(SHARDS_STAGE, submitted, workspace, progress))
+    for stage in engine.dag.stages:
+        if stage.name not in stages:
+            continue
+        options = task_options(stage.name, stage.kind, stage.config_sections, config)
+        stage_task = unit_task.with_options(**options)
+        with stage_resources("gpu" in options["tags"], config.run):
+            submitted = [
+                Submitted(
+                    stage_task.submit(stage.name, unit.unit_id, engine, force), stage.name, unit.unit_id, unit.source
+                )  # fmt: skip
+                for unit in engine.units(stage.name).values()
+                if video_ids is None or stage.unit_kind != "video" or unit.unit_id in video_ids
+            ]
+        reports.append(gather(stage.name, submitted, engine, config.run.progress))
     return reports
 
 
@@ -138,13 +114,11 @@ def process_flow(
     """Process the videos recorded in OUT/inputs.parquet through `stages`; returns the run summary."""
     files = RunFiles.open(out)
     pipeline_config: PipelineConfig = parse_config(config)
-    workspace = Workspace(files.out, pipeline_config)
-    videos = files.read_inputs()
-    selected = [v for v in videos if video_ids is None or v.video_id in video_ids]
+    engine = Engine(files.out, pipeline_config, DAG, files.read_inputs())
     apply_concurrency_limits(pipeline_config.run.concurrency_limits)
     started = time.perf_counter()
-    reports = run_stages(workspace, selected, stages, force)
-    summary = files.finish(workspace, videos, reports, time.perf_counter() - started)
+    reports = run_stages(engine, stages, force, video_ids)
+    summary = files.finish(engine, reports, time.perf_counter() - started)
     written = summary["metrics"]
     metrics = files.out.read_json(files.out.path(written["file"])) if "file" in written else None
     markdown = summary_markdown(summary, metrics)
@@ -202,12 +176,11 @@ def process(
     When every unit is already done, Prefect is not started at all: a finished run answers in a second.
     """
     files = RunFiles.open(out)
-    workspace = Workspace(files.out, config)
-    videos = files.read_inputs()
-    whole_run = set(stages) == set(ALL_STAGES) and video_ids is None
-    if whole_run and not force and workspace.up_to_date(videos, topics_in_order(videos)):
+    engine = Engine(files.out, config, DAG, files.read_inputs())
+    whole_run = set(stages) == set(PROCESS_STAGES) and video_ids is None
+    if whole_run and not force and engine.up_to_date(PROCESS_STAGES):
         print("every stage is up to date: nothing to run")
-        return files.finish(workspace, videos, [], 0.0)
+        return files.finish(engine, [], 0.0)
     quiet_task_logs_on_console(config.run.progress)
     runner = task_runner(config.run)
     configured = process_flow.with_options(task_runner=runner)

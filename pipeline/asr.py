@@ -16,9 +16,10 @@ from typing import Any
 
 from configs.schema import AsrConfig, AsrGuardsConfig
 from pipeline.audio import audio_chunks
+from pipeline.engine.stage import UnitWork
 from pipeline.filter_meta import detect_language
 from pipeline.models.asr import load_asr
-from pipeline.records import StageOutput, VideoWork
+from pipeline.records import StageOutput
 
 VERSION = 3
 REPETITION = "repetition"
@@ -129,5 +130,5 @@ def asr_output(path: str, cfg: AsrConfig) -> StageOutput:
     return StageOutput(rows=rows, stats=stats)
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     return asr_output(work.media_path, work.config.asr)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from configs import PipelineConfig
 from configs.schema import ClipFilterConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.frame_filter import stand_ins
 from pipeline.frames import gray_frame
 from pipeline.keyframes import encode_jpeg
@@ -29,7 +30,7 @@ from pipeline.models.embed import load_text_embedder
 from pipeline.models.faces import load_face_detector
 from pipeline.models.llm import image_part, load_llm, text_part
 from pipeline.ocr import texts_by_keyframe
-from pipeline.records import StageOutput, VideoWork, funnel
+from pipeline.records import StageOutput, funnel
 
 VERSION = 2
 
@@ -172,7 +173,7 @@ def filter_clips(
     return rows
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     rows = filter_clips(
         work.inputs["clips"].to_pylist(),
         work.inputs["keyframes"].select(["keyframe_id", "clip_id", "time", "jpeg"]).to_pylist(),

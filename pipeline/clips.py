@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from configs.schema import ClipsConfig
-from pipeline.records import StageOutput, VideoWork
+from pipeline.engine.stage import UnitWork
+from pipeline.records import StageOutput
 
 VERSION = 1
 
@@ -52,7 +53,7 @@ def _clip(clip_id: int, start: float, end: float, segments: list[dict[str, Any]]
     }
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     duration = work.inputs["probe"]["duration"][0].as_py()
     clips = merge_segments(work.inputs["asr"].to_pylist(), duration, work.config.clips)
     return StageOutput(rows=clips, stats={"clips": len(clips)})

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from configs.schema import DownloadConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.media import MediaError
-from pipeline.records import StageOutput, VideoWork
+from pipeline.records import StageOutput
 
 VERSION = 1
 ARCHIVE_FILE = "archive.txt"
@@ -149,7 +150,7 @@ def media_record(video_id: str, path: str, downloaded: bool, info: dict[str, Any
     }
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     video = work.video
     if not is_url(video.source):
         if not os.path.exists(video.source):

@@ -17,10 +17,11 @@ from pydantic import BaseModel, Field
 
 from configs.schema import FilterAsrConfig
 from pipeline.asr import NO_SPEECH
+from pipeline.engine.stage import UnitWork
 from pipeline.filter_meta import Decision, detect_language
 from pipeline.models.llm import load_llm
 from pipeline.models.llm.structured import LlmOutputError, complete_json
-from pipeline.records import StageOutput, VideoWork, funnel
+from pipeline.records import StageOutput, funnel
 from storage.tables import table_stamp
 
 VERSION = 1
@@ -72,7 +73,7 @@ def apply_rules(video: dict[str, Any], cfg: FilterAsrConfig) -> Decision:
     return Decision(True)
 
 
-def score(video: dict[str, Any], cfg: FilterAsrConfig, work: VideoWork) -> Decision:
+def score(video: dict[str, Any], cfg: FilterAsrConfig, work: UnitWork) -> Decision:
     """The LLM's knowledge density of the transcript's opening `max_transcript_chars`, written into `video`."""
     prompt = cfg.prompt.format(transcript=video["transcript"][: cfg.max_transcript_chars])
     try:
@@ -87,7 +88,7 @@ def score(video: dict[str, Any], cfg: FilterAsrConfig, work: VideoWork) -> Decis
     return Decision(True)
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     cfg = work.config.filter_asr
     asr = work.inputs["asr"]
     stamp = table_stamp(asr)

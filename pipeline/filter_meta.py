@@ -7,6 +7,7 @@ weak model must not silently empty the corpus.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,8 +16,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from configs.schema import FilterMetaConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.models.llm import Llm
 from pipeline.models.llm.structured import LlmOutputError, complete_json_batch
+from pipeline.records import StageOutput
+from pipeline.search import merge_results
 
 VERSION = 1
 DESCRIPTION_CHARS = 400
@@ -147,3 +151,20 @@ def _score(rows: list[dict[str, Any]], cfg: FilterMetaConfig, llm: Llm) -> None:
                 False,
                 f"low knowledge density ({answer.knowledge_density} < {cfg.min_knowledge_density:g})",
             )
+
+
+def run(work: UnitWork) -> StageOutput:
+    """The videos table of every current search, merged by URL and judged."""
+    cfg = work.config.filter_meta
+    tree, searches = work.unit.reads[0], work.unit.reads[1:]
+    results = [row for ref in searches for row in work.read(*ref).to_pylist()]
+    paths = {point["point_id"]: point["path"] for point in work.read(*tree).to_pylist()}
+    llm = None
+    if cfg.llm_scoring:
+        from pipeline.models.llm import load_llm
+
+        llm = load_llm(work.config.llm)
+    rows = filter_videos(merge_results(results), paths, cfg, llm)
+    dropped = Counter(row["reason"] for row in rows if not row["keep"])
+    stats = {"videos": len(rows), "kept": sum(row["keep"] for row in rows), "dropped": dict(dropped.most_common())}
+    return StageOutput(rows=rows, stats=stats)

@@ -20,9 +20,10 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from configs.schema import FrameFilterConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.frames import edge_density, gray_frame, pixel_std
 from pipeline.ocr import texts_by_keyframe
-from pipeline.records import StageOutput, VideoWork, funnel
+from pipeline.records import StageOutput, funnel
 
 VERSION = 1
 
@@ -145,7 +146,7 @@ def stand_ins(keyframes: list[dict[str, Any]], rows: list[dict[str, Any]]) -> di
     return chosen
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     keyframes = work.inputs["keyframes"].select(["keyframe_id", "clip_id", "time", "jpeg"]).to_pylist()
     rows = filter_keyframes(keyframes, texts_by_keyframe(work.inputs["ocr"]), work.config.frame_filter)
     kept, reasons = [row["keep"] for row in rows], [row["reason"] for row in rows]

@@ -10,8 +10,9 @@ from collections import defaultdict
 from typing import Any
 
 from configs.schema import InterleaveConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.frame_filter import stand_ins
-from pipeline.records import StageOutput, VideoWork
+from pipeline.records import StageOutput
 
 VERSION = 2
 
@@ -82,7 +83,7 @@ def kept_images(
     ]
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     refined = {row["clip_id"]: row["refined_asr"] for row in work.inputs["refine"].to_pylist() if row["accepted"]}
     rows = interleave_video(
         [{**clip, "refined_asr": refined.get(clip["clip_id"])} for clip in work.inputs["clips"].to_pylist()],

@@ -16,8 +16,9 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from configs.schema import KeyframesConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.media import sample_frames, scaled_size
-from pipeline.records import StageOutput, VideoWork
+from pipeline.records import StageOutput
 
 VERSION = 1
 
@@ -77,7 +78,7 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     probe = work.inputs["probe"].to_pylist()[0]
     clips = work.inputs["clips"].to_pylist()
     rows = list(

@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from pipeline.engine.stage import UnitWork
 from pipeline.models.ocr import load_ocr
-from pipeline.records import StageOutput, VideoWork
+from pipeline.records import StageOutput
 
 VERSION = 1
 
@@ -19,7 +20,7 @@ def texts_by_keyframe(table: pa.Table) -> dict[int, str]:
     return dict(zip(table["keyframe_id"].to_pylist(), table["text"].to_pylist(), strict=True))
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     backend = load_ocr(work.config.ocr)
     rows = []
     for keyframe in work.inputs["keyframes"].select(["keyframe_id", "jpeg"]).to_pylist():

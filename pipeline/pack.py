@@ -12,10 +12,13 @@ from itertools import groupby
 from typing import Any
 
 from configs.schema import PackConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.models.tokenizer import count_tokens
 from pipeline.records import StageOutput, VideoInput
 
 VERSION = 1
+# The collection front's table of found videos, scores and reasons, read for the samples' source details.
+COLLECTED_STAGE = "filter_meta"
 
 
 @dataclass
@@ -114,11 +117,31 @@ def _row(index: int, topic: str, sample: _Sample, details: dict[str, dict[str, A
     }
 
 
-def run(
-    topic: str,
-    fragments: list[tuple[VideoInput, list[dict[str, Any]]]],
-    details: dict[str, dict[str, Any]],
-    cfg: PackConfig,
-) -> StageOutput:
-    rows = pack_topic(topic, fragments, details, cfg)
+def source_details(video: VideoInput, collected: dict[str, Any] | None, fetched: dict[str, Any]) -> dict[str, Any]:
+    """Where a video came from, for the samples' metadata: source, the search result that found it (title,
+    channel, license, knowledge points) and what the download reported where the search said nothing."""
+    found = collected or {}
+    details = {
+        key: found.get(key) or fetched.get(key)
+        for key in ("url", "title", "channel", "license", "knowledge_points")
+        if found.get(key) or fetched.get(key)
+    }
+    return {"source": video.source, **details}
+
+
+def run(work: UnitWork) -> StageOutput:
+    """One topic: the fragments of its videos whose interleave is current, in input order."""
+    topic, videos = work.payload
+    collected_ref = next((ref for ref in work.unit.reads if ref[0] == COLLECTED_STAGE), None)
+    collected = {}
+    if collected_ref is not None:
+        collected = {row["video_id"]: row for row in work.read(*collected_ref).to_pylist()}
+    fragments = [(video, work.read("interleave", video.video_id).to_pylist()) for video in videos]
+    details = {
+        video.video_id: source_details(
+            video, collected.get(video.video_id), work.read("download", video.video_id).to_pylist()[0]
+        )
+        for video in videos
+    }
+    rows = pack_topic(topic, fragments, details, work.config.pack)
     return StageOutput(rows=rows, stats={"samples": len(rows), "images": sum(row["image_num"] for row in rows)})

@@ -7,8 +7,9 @@ import os
 import av
 
 from configs.schema import ProbeConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.media import MediaError
-from pipeline.records import StageOutput, VideoWork
+from pipeline.records import StageOutput
 
 VERSION = 1
 
@@ -59,6 +60,6 @@ def _duration(container: av.container.InputContainer, video: av.video.stream.Vid
     raise MediaError("duration unknown")
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     record = probe_video(work.media_path, work.config.probe)
     return StageOutput(rows=[{"video_id": work.video.video_id, **record}], stats={"duration": record["duration"]})

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
-
-from configs import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -30,28 +25,13 @@ class StageOutput:
 
     rows: list[dict[str, Any]]
     stats: dict[str, Any] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)  # parts that failed (unit, error_type, message)
 
 
 def funnel(unit: str, kept: list[bool], reasons: list[str]) -> dict[str, Any]:
     """The report's funnel of a filter stage: units in, kept, and dropped by reason (in == kept + dropped)."""
     dropped = Counter(reason for keep, reason in zip(kept, reasons, strict=True) if not keep)
     return {"unit": unit, "in": len(kept), "kept": sum(kept), "dropped": dict(sorted(dropped.items()))}
-
-
-@dataclass(frozen=True)
-class VideoWork:
-    """What a per-video stage is given: its video, its upstream tables by stage name, the config, and the local
-    folder downloads go to."""
-
-    video: VideoInput
-    inputs: dict[str, pa.Table]
-    config: PipelineConfig
-    media_dir: Path | None = None
-
-    @property
-    def media_path(self) -> str:
-        """The local video file: the input itself, or what the download stage fetched."""
-        return self.inputs["download"]["path"][0].as_py()
 
 
 def is_transient(error: BaseException) -> bool:

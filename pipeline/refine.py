@@ -16,9 +16,10 @@ from dataclasses import replace
 from typing import Any
 
 from configs.schema import RefineConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.models.embed import TextEmbedder, load_text_embedder
 from pipeline.models.llm import Llm, load_llm
-from pipeline.records import StageOutput, VideoWork, funnel
+from pipeline.records import StageOutput, funnel
 
 VERSION = 1
 ACCEPTED = "accepted"
@@ -77,7 +78,7 @@ def refine_clips(clips: list[dict[str, Any]], cfg: RefineConfig, llm: Llm, embed
     return rows
 
 
-def run(work: VideoWork) -> StageOutput:
+def run(work: UnitWork) -> StageOutput:
     cfg, config = work.config.refine, work.config
     clips = work.inputs["clips"].select(["clip_id", "asr"]).to_pylist()
     if cfg.enabled:

@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from configs.schema import SearchConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.inputs import sanitize_id, url_stem
+from pipeline.records import StageOutput
 
 VERSION = 1
 METADATA_FIELDS = ("title", "description", "duration", "channel", "upload_date", "view_count", "language", "license")
@@ -79,3 +81,9 @@ def merge_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["video_id"] = f"{base}-{n}"
         taken.add(row["video_id"])
     return list(merged.values())
+
+
+def run(work: UnitWork) -> StageOutput:
+    """One knowledge point's search, its query made from the point's names."""
+    rows = search_point(work.unit.unit_id, work.unit.external["query"], work.config.search)
+    return StageOutput(rows=rows, stats={"results": len(rows)})

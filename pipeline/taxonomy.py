@@ -17,9 +17,11 @@ import yaml
 from pydantic import BaseModel, Field
 
 from configs.schema import TaxonomyConfig
+from pipeline.engine.stage import UnitWork
 from pipeline.inputs import sanitize_id
 from pipeline.models.llm import Llm
 from pipeline.models.llm.structured import LlmOutputError, complete_json_batch
+from pipeline.records import StageOutput
 
 VERSION = 1
 LEVELS = ("subject", "course", "sub_course", "knowledge_point")
@@ -115,3 +117,25 @@ def _walk(node: Any, path: list[str]):
             yield from _walk(item, path) if isinstance(item, dict | list) else [[*path, str(item)]]
     elif node is not None:
         yield [*path, str(node)]
+
+
+def run(work: UnitWork) -> StageOutput:
+    """The tree: read from the configured file, or grown by the LLM; a parent it could not expand is a failure."""
+    cfg = work.config.taxonomy
+    if cfg.file:
+        return StageOutput(rows=load_file(cfg.file), stats={"source": "file"})
+    from pipeline.models.llm import load_llm
+
+    points, unexpanded = generate(load_llm(work.config.llm), cfg)
+    failures = [
+        {
+            "unit": node_id(part["path"].split(" > ")),
+            "error_type": "LlmOutputError",
+            "message": part["reason"],
+            "source": part["path"],
+        }  # fmt: skip
+        for part in unexpanded
+    ]
+    if not points:
+        raise ValueError(f"the LLM expanded no knowledge point from {cfg.subjects}")
+    return StageOutput(rows=points, stats={"points": len(points), "unexpanded": len(unexpanded)}, failures=failures)

@@ -259,6 +259,11 @@ SHARD = pa.schema(
     ]
 )
 
+# The shards stage's own table: the published shard files, each with the digest of its content.
+SHARD_SET = pa.schema(
+    [("file", pa.string()), ("samples", pa.int64()), ("bytes_estimate", pa.int64()), ("digest", pa.string())]
+)
+
 FAILURES = pa.schema(
     [
         ("video_id", pa.string()),

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from storage.outdir import OutDir
 from storage.schemas import SHARD, SHARD_FEATURES
-from storage.tables import Stamp, write_table
+from storage.tables import content_digest, write_table
 
 SHARD_DIR = "shards"
 INDEX_FILE = "index.json"
@@ -40,10 +40,10 @@ def _row_bytes(row: dict[str, Any]) -> int:
     return images + sum(len(text) for text in row["texts"] if text) + len(row["metadata"])
 
 
-def write_shards(out: OutDir, rows: Iterable[dict[str, Any]], target_bytes: int, stamp: Stamp) -> list[dict]:
+def write_shards(out: OutDir, rows: Iterable[dict[str, Any]], target_bytes: int) -> list[dict]:
     """Write rows into shards in order, starting a new shard past `target_bytes`; drop shards left from before.
 
-    The index, written last, lists the shards and carries the fingerprint that marks the set complete.
+    The index, written last, lists the shards with the digest of each one's content.
     """
     written: list[dict[str, Any]] = []
     batch: list[dict[str, Any]] = []
@@ -53,8 +53,9 @@ def write_shards(out: OutDir, rows: Iterable[dict[str, Any]], target_bytes: int,
         nonlocal batch, batch_bytes
         name = shard_name(len(written))
         table = pa.Table.from_pylist(batch, schema=SHARD)
-        write_table(out, out.path(SHARD_DIR, name), table, stamp, extra=HF_METADATA)
-        written.append({"file": name, "samples": len(batch), "bytes_estimate": batch_bytes})
+        write_table(out, out.path(SHARD_DIR, name), table, extra=HF_METADATA)
+        written.append({"file": name, "samples": len(batch), "bytes_estimate": batch_bytes,
+                        "digest": content_digest(table)})  # fmt: skip
         batch, batch_bytes = [], 0
 
     for row in rows:
@@ -69,9 +70,17 @@ def write_shards(out: OutDir, rows: Iterable[dict[str, Any]], target_bytes: int,
         name = path.rsplit("/", 1)[-1]
         if name.startswith("shard-") and name not in keep:
             out.remove(path)
-    index = {"input_key": stamp.input_key, "fingerprint": stamp.fingerprint, "shards": written}
-    out.write_json(out.path(SHARD_DIR, INDEX_FILE), index)
+    out.write_json(out.path(SHARD_DIR, INDEX_FILE), {"shards": written})
     return written
+
+
+def retire_shards(out: OutDir, fingerprint: str) -> None:
+    """Move the published shards and their index to `stale/shards/<fingerprint>/`: a set that is no longer
+    current under the config leaves OUT/shards empty rather than serving an older config's samples."""
+    for path in out.list(SHARD_DIR):
+        name = path.rsplit("/", 1)[-1]
+        out.write_bytes(out.path("stale", SHARD_DIR, fingerprint, name), out.read_bytes(path))
+        out.remove(path)
 
 
 def read_index(out: OutDir) -> dict[str, Any] | None:

@@ -9,17 +9,17 @@ import shutil
 import subprocess
 import time
 import wave
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from configs import PipelineConfig, load_config
-from flows.run_files import RunFiles, StageReport
-from flows.units import UnitResult, Workspace, topics_in_order
 from pipeline.audio import SAMPLE_RATE
-from pipeline.dag import PACK_STAGE, SHARDS_STAGE, VIDEO_STAGES
+from pipeline.dag import DAG, PROCESS_STAGES
+from pipeline.engine.engine import Engine
+from pipeline.engine.local import run_stages
+from pipeline.engine.run_files import RunFiles, StageReport
 from pipeline.inputs import resolve_inputs
 from pipeline.media import ffmpeg_exe
 from pipeline.records import VideoInput
@@ -45,36 +45,24 @@ def config() -> PipelineConfig:
     return load_config(None)
 
 
-def run_all_stages(workspace: Workspace, videos: list[VideoInput]) -> list[StageReport]:
-    """The DAG without an executor: every stage over every video, then pack and shards; each stage timed."""
-    reports = []
-
-    def timed(stage: str, run: Callable[[], list[UnitResult]]) -> None:
-        started = time.perf_counter()
-        results = run()
-        reports.append(StageReport.from_results(stage, results, time.perf_counter() - started))
-
-    for stage in VIDEO_STAGES:
-        timed(stage.name, lambda name=stage.name: [workspace.run_video_stage(name, video) for video in videos])
-    topics = topics_in_order(videos)
-    timed(PACK_STAGE, lambda: [workspace.run_pack(topic, members) for topic, members in topics.items()])
-    timed(SHARDS_STAGE, lambda: [workspace.run_shards(list(topics))])
-    return reports
+def run_all_stages(out: OutDir, config: PipelineConfig, videos: list[VideoInput]) -> tuple[Engine, list[StageReport]]:
+    """The processing DAG without an executor over `videos`, each stage timed."""
+    engine = Engine(out, config, DAG, videos)
+    return engine, run_stages(engine, PROCESS_STAGES)
 
 
 @pytest.fixture(scope="session")
-def processed(tmp_path_factory: pytest.TempPathFactory, config: PipelineConfig) -> tuple[Workspace, list[VideoInput]]:
+def processed(tmp_path_factory: pytest.TempPathFactory, config: PipelineConfig) -> tuple[Engine, list[VideoInput]]:
     """Both sample videos through every stage, written to a session folder with the run files a `textbook run`
     writes (summary, metrics, report)."""
     out = OutDir(tmp_path_factory.mktemp("processed") / "out")
     inputs = resolve_inputs(DATA, config.input)
     files = RunFiles(out)
     files.start(config, inputs)
-    workspace = Workspace(out, config)
     started = time.perf_counter()
-    reports = run_all_stages(workspace, inputs.videos)
-    files.finish(workspace, inputs.videos, reports, time.perf_counter() - started)
-    return workspace, inputs.videos
+    engine, reports = run_all_stages(out, config, inputs.videos)
+    files.finish(engine, reports, time.perf_counter() - started)
+    return engine, inputs.videos
 
 
 def ffmpeg(*args: str) -> None:
@@ -157,7 +145,7 @@ def mixed_folder(tmp_path: Path, bad_videos: dict[str, Path]) -> Path:
 
 @pytest.fixture()
 def media_server():
-    from flows.demo_site import MediaServer
+    from tests.demo_site import MediaServer
 
     with MediaServer(DATA) as server:
         yield server

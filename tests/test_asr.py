@@ -14,9 +14,10 @@ from jiwer import wer
 
 from configs import CONFIG_DIR, load_config, parse_config
 from configs.schema import AsrConfig
-from flows.units import Workspace
 from pipeline import asr
 from pipeline.audio import SAMPLE_RATE, audio_chunks
+from pipeline.dag import DAG
+from pipeline.engine.engine import Engine
 from pipeline.inputs import resolve_inputs
 from pipeline.media import MediaError
 from pipeline.models.asr.ct2_checkpoint import converted_checkpoint, read_variables
@@ -176,9 +177,9 @@ def test_no_speech_keeps_no_segment_and_says_why(tmp_path, no_speech_videos, sou
     video itself is then filter_asr's to drop: tests/test_filter_asr.py)."""
     config = parse_config({"asr": {"guards": {"action": "drop"}}})
     (video,) = resolve_inputs(no_speech_videos[sound], config.input).videos
-    workspace = Workspace(OutDir(tmp_path / "out"), config)
+    workspace = Engine(OutDir(tmp_path / "out"), config, DAG, [video])
     for stage in ("download", "probe", "asr"):
-        assert workspace.run_video_stage(stage, video).status == "done", stage
+        assert workspace.run_unit(stage, video.video_id).status == "done", stage
     assert read_table(workspace.out, workspace.out.stage_file("asr", video.video_id)).num_rows == 0
     stats = read_stamp(workspace.out, workspace.out.stage_file("asr", video.video_id)).stats
     assert stats["dropped_segments"] and all(asr.NO_SPEECH in s["flags"] for s in stats["dropped_segments"])

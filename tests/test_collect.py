@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from configs import parse_config
 from pipeline.filter_meta import apply_rules, detect_language, filter_videos
 from pipeline.search import merge_results, search_point, search_url
 from pipeline.taxonomy import LEVELS, clean_name, load_file, unique_names
-from storage.tables import read_table
 
 
 def test_names_are_cleaned_and_deduplicated():
@@ -85,30 +85,41 @@ def test_filter_without_llm_keeps_rows_and_reasons():
 
 
 def test_a_refreshed_search_finds_new_uploads(tmp_path: Path):
-    from flows.collect import search_unit
-    from flows.demo_site import MediaServer
-    from flows.units import Workspace
+    from pipeline.dag import DAG
+    from pipeline.engine.engine import Engine
     from storage.outdir import OutDir
     from tests.conftest import DATA
+    from tests.demo_site import MediaServer
 
     site = tmp_path / "site"
     site.mkdir()
     shutil.copy(DATA / "lecture.mp4", site / "first.mp4")
-    point = {"point_id": "p1", "knowledge_point": "regression", "path": "Math > Regression"}
+    tree = tmp_path / "tree.yaml"
+    tree.write_text("Math:\n  Statistics:\n    Models: [regression]\n")
     clock = {"now": 500_000 * 3600.0 + 60}  # a minute into an hour, whenever the test runs
     with MediaServer(site) as server, pytest.MonkeyPatch.context() as patch:
-        patch.setattr("flows.collect.time.time", lambda: clock["now"])
+        patch.setattr("pipeline.dag.time.time", lambda: clock["now"])
         search = {"url_template": server.url + "/search/{slug}.html", "query_template": "{knowledge_point}"}
-        once = Workspace(OutDir(tmp_path / "once"), parse_config({"search": search}))
-        hourly = Workspace(OutDir(tmp_path / "hourly"), parse_config({"search": {**search, "refresh_hours": 1}}))
-        assert search_unit("p1", point, once, False).status == "done"
-        assert search_unit("p1", point, hourly, False).status == "done"
+        configs = {
+            "once": parse_config({"search": search, "taxonomy": {"file": str(tree)}}),
+            "hourly": parse_config({"search": {**search, "refresh_hours": 1}, "taxonomy": {"file": str(tree)}}),
+        }
+
+        def searched(name: str) -> str:
+            """A new run's search of the one knowledge point (each run plans its units afresh)."""
+            engine = Engine(OutDir(tmp_path / name), configs[name], DAG)
+            engine.run_unit("taxonomy", "tree")
+            (point,) = engine.units("search")
+            return engine.run_unit("search", point).status
+
+        assert searched("once") == "done"
+        assert searched("hourly") == "done"
         shutil.copy(DATA / "lecture_part2.mp4", site / "second.mp4")
         clock["now"] += 1800
-        assert search_unit("p1", point, once, False).status == "skipped"
-        assert search_unit("p1", point, hourly, False).status == "skipped"  # the same hour
+        assert searched("once") == "skipped"
+        assert searched("hourly") == "skipped"  # the same hour
         clock["now"] += 1800
-        assert search_unit("p1", point, once, False).status == "skipped"
-        assert search_unit("p1", point, hourly, False).status == "done"
-    found = read_table(hourly.out, hourly.out.stage_file("search", "p1")).to_pylist()
+        assert searched("once") == "skipped"
+        assert searched("hourly") == "done"
+    (found,) = [pq.read_table(path).to_pylist() for path in (tmp_path / "hourly" / "stages" / "search").iterdir()]
     assert [row["video_id"] for row in found] == ["first", "second"]

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from configs import parse_config
-from flows.units import Workspace
+from pipeline.dag import DAG
 from pipeline.download import DownloadFailed, download, reason_of
+from pipeline.engine.engine import Engine
 from pipeline.inputs import resolve_inputs
 from storage.outdir import OutDir
 from storage.tables import read_table
@@ -20,8 +21,8 @@ from storage.tables import read_table
 FAST_RETRY = {"download": {"attempts": 2, "backoff_seconds": 0.1}}
 
 
-def _workspace(out: Path, **overrides) -> Workspace:
-    return Workspace(OutDir(out), parse_config({**FAST_RETRY, **overrides}))
+def _engine(out: Path, videos: list, **overrides) -> Engine:
+    return Engine(OutDir(out), parse_config({**FAST_RETRY, **overrides}), DAG, videos)
 
 
 def test_direct_file_and_page_with_video_tag(tmp_path: Path, media_server):
@@ -63,8 +64,7 @@ def test_url_manifest_beside_local_paths_runs_and_records_failures(tmp_path: Pat
     manifest.write_text(f"{page}\n{PART2}\n{media_server.url}/missing.mp4\n{media_server.url}/busy.mp4\n")
     videos = resolve_inputs(manifest, config.input).videos
     assert [v.video_id for v in videos] == ["lecture", "lecture_part2", "missing", "busy"]
-    workspace = _workspace(tmp_path / "out")
-    run_all_stages(workspace, videos)
+    workspace, _ = run_all_stages(OutDir(tmp_path / "out"), parse_config(FAST_RETRY), videos)
     failures = {f["video_id"]: f for f in workspace.failures()}
     assert set(failures) == {"missing", "busy"}
     assert failures["missing"]["message"] == "HTTP 404 (not found)" and failures["missing"]["stage"] == "download"
@@ -81,8 +81,8 @@ def test_keep_media_false_deletes_the_download_once_every_reader_is_done(tmp_pat
 
     manifest = tmp_path / "urls.txt"
     manifest.write_text(f"{media_server.url}/lecture_part2.mp4\n")
-    workspace = _workspace(tmp_path / "out", download={**FAST_RETRY["download"], "keep_media": False})
-    run_all_stages(workspace, resolve_inputs(manifest, config.input).videos)
+    keep_none = parse_config({**FAST_RETRY, "download": {**FAST_RETRY["download"], "keep_media": False}})
+    workspace, _ = run_all_stages(OutDir(tmp_path / "out"), keep_none, resolve_inputs(manifest, config.input).videos)
     media = tmp_path / "out" / "media"
     assert not (media / "lecture_part2.mp4").exists() and (media / "lecture_part2.info.json").exists()
     assert workspace.out.exists(workspace.out.path("shards", "shard-00000.parquet"))
@@ -91,11 +91,12 @@ def test_keep_media_false_deletes_the_download_once_every_reader_is_done(tmp_pat
 KILLED_DOWNLOAD = """
 import sys
 from configs import parse_config
-from flows.units import Workspace
+from pipeline.dag import DAG
+from pipeline.engine.engine import Engine
 from pipeline.records import VideoInput
 from storage.outdir import OutDir
 workspace = Workspace(OutDir(sys.argv[1]), parse_config({}))
-print(workspace.run_video_stage("download", VideoInput("slow", sys.argv[2], "t", 0)).status)
+print(workspace.run_unit("download", "slow").status)
 """
 
 
@@ -112,12 +113,12 @@ def test_killed_download_completes_once_on_rerun(tmp_path: Path, media_server):
     assert list((out / "media").glob("slow.*part")), "the download should have been caught mid-file"
     assert not (out / "stages" / "download" / "slow.parquet").exists()
 
-    workspace = _workspace(out)
     from pipeline.records import VideoInput
 
     video = VideoInput("slow", url, "t", 0)
-    assert workspace.run_video_stage("download", video).status == "done"
-    assert workspace.run_video_stage("download", video).status == "skipped"
+    workspace = _engine(out, [video])
+    assert workspace.run_unit("download", video.video_id).status == "done"
+    assert workspace.run_unit("download", video.video_id).status == "skipped"
     files = sorted(p.name for p in (out / "media").iterdir())
     assert files == ["archive.txt", "slow.info.json", "slow.mp4"]
     assert (out / "media" / "slow.mp4").read_bytes() == (

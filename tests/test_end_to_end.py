@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dag import downstream_of
+from pipeline.dag import DAG
 from storage.shards import read_index
 from tests.conftest import DATA
 
@@ -71,7 +71,7 @@ def test_run_skip_force_and_determinism(tmp_path: Path, processed):
     rows = stage_rows(out)
     # Every stage reading the forced keyframes reruns; their tables come out the same, so pack and shards, named by
     # interleave's content, stay current.
-    per_video = set(downstream_of("keyframes")) - {"pack", "shards"}
+    per_video = set(DAG.downstream_of("keyframes")) - {"pack", "shards"}
     assert {name for name, row in rows.items() if row["done"]} == per_video
     assert all(rows[name]["skipped"] == 2 for name in ("probe", "asr", "clips", "keyframes"))
     assert rows["pack"]["skipped"] == 1 and rows["shards"]["skipped"] == 1

@@ -10,26 +10,26 @@ from pathlib import Path
 import pytest
 
 from configs import PipelineConfig
-from flows.metrics import dropped_videos, stage_stamps
-from flows.units import Workspace
 from pipeline import filter_asr
-from pipeline.dag import STAGES_BY_NAME, VIDEO_STAGES, downstream_of
+from pipeline.dag import DAG, VIDEO_STAGES
+from pipeline.engine.engine import Engine
 from pipeline.inputs import resolve_inputs
+from pipeline.metrics.metrics import dropped_videos, stage_stamps
 from storage.outdir import OutDir
 from storage.tables import read_stamp, read_table
 
 UP_TO_FILTER = ("download", "probe", "asr", "filter_asr")
 
 
-def _row(workspace: Workspace, video_id: str) -> dict:
+def _row(workspace: Engine, video_id: str) -> dict:
     (row,) = read_table(workspace.out, workspace.out.stage_file("filter_asr", video_id)).to_pylist()
     return row
 
 
 def _through(tmp_path: Path, media: Path, config: PipelineConfig, stages: tuple[str, ...]) -> tuple:
     (video,) = resolve_inputs(media, config.input).videos
-    workspace = Workspace(OutDir(tmp_path / "out"), config)
-    return workspace, video, {stage: workspace.run_video_stage(stage, video) for stage in stages}
+    workspace = Engine(OutDir(tmp_path / "out"), config, DAG, [video])
+    return workspace, video, {stage: workspace.run_unit(stage, video.video_id) for stage in stages}
 
 
 def test_sample_lectures_pass_with_their_figures_and_score(processed, config):
@@ -64,10 +64,10 @@ def test_no_speech_is_dropped_and_nothing_flows_down(tmp_path, no_speech_videos,
     assert not row["keep"] and row["reason"].startswith(filter_asr.TOO_SHORT), row
     assert [name for name, result in results.items() if result.status == "dropped"] == [
         "filter_asr",
-        *(name for name in downstream_of("filter_asr") if name in STAGES_BY_NAME),
+        *(name for name in DAG.downstream_of("filter_asr") if name in stages),
     ]
-    for name in downstream_of("filter_asr"):
-        if name in STAGES_BY_NAME:
+    for name in DAG.downstream_of("filter_asr"):
+        if name in stages:
             path = workspace.out.stage_file(name, video.video_id)
             assert read_table(workspace.out, path).num_rows == 0, name
             assert read_stamp(workspace.out, path).stats == {"dropped": "too_short", "dropped_by": "filter_asr"}

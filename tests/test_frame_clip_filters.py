@@ -20,12 +20,12 @@ from configs.schema import OpenAiLlmConfig
 from flows.runners import task_options
 from pipeline import interleave
 from pipeline.clip_filter import filter_clips
-from pipeline.dag import STAGES_BY_NAME
+from pipeline.dag import DAG
+from pipeline.engine.stage import Unit, UnitWork
 from pipeline.frame_filter import filter_keyframes
 from pipeline.models.llm import Llm, LlmBackendError, SamplingParams, image_part, load_llm, text_part
 from pipeline.models.llm.cache import call_key, call_request
 from pipeline.models.llm.server import ChatServer
-from pipeline.records import VideoWork
 from storage.shards import read_index
 from storage.tables import read_stamp, read_table
 
@@ -235,9 +235,10 @@ def test_textless_frames_without_a_face_follow_the_config(sample, truth, config,
 def _interleave(sample, config: PipelineConfig, clip_filter: list[dict[str, Any]]) -> list[dict[str, Any]]:
     workspace, video = sample["workspace"], sample["video"]
     out = workspace.out
-    tables = {name: read_table(out, out.stage_file(name, VIDEO)) for name in STAGES_BY_NAME["interleave"].inputs}
+    tables = {name: read_table(out, out.stage_file(name, VIDEO)) for name in DAG["interleave"].inputs}
     tables["clip_filter"] = pa.Table.from_pylist(clip_filter, schema=tables["clip_filter"].schema)
-    return interleave.run(VideoWork(video, tables, config)).rows
+    work = UnitWork("interleave", Unit(VIDEO, payload=video), config, lambda ref: tables[ref[0]])
+    return interleave.run(work).rows
 
 
 def _content(rows: list[dict[str, Any]]) -> list[tuple]:
@@ -336,7 +337,7 @@ def _jpeg(color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
 
 
 def test_clip_filter_is_a_gpu_task_only_where_its_vlm_runs_in_process(config):
-    stage = STAGES_BY_NAME["clip_filter"]
+    stage = DAG["clip_filter"]
     served = config.model_copy(update={"clip_filter": config.clip_filter.model_copy(update={"method": "vlm"})})
     in_process = served.model_copy(update={"vlm": served.vlm.model_copy(update={"backend": "vllm"})})
     assert "gpu" not in task_options(stage.name, stage.kind, stage.config_sections, config)["tags"]

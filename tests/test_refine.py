@@ -8,8 +8,8 @@ import sqlite3
 
 from configs import PipelineConfig
 from pipeline import refine
+from pipeline.engine.stage import Unit, UnitWork
 from pipeline.models.llm import load_llm
-from pipeline.records import VideoWork
 from storage.tables import read_stamp, read_table
 
 SHORT_VIDEO = "lecture_part2"  # 3 clips: the tests that call the LLM themselves keep to it
@@ -23,7 +23,7 @@ def _refine(processed, config: PipelineConfig):
     workspace, videos = processed
     (video,) = [video for video in videos if video.video_id == SHORT_VIDEO]
     clips = read_table(workspace.out, workspace.out.stage_file("clips", SHORT_VIDEO))
-    return refine.run(VideoWork(video, {"clips": clips}, config))
+    return refine.run(UnitWork("refine", Unit(video.video_id, payload=video), config, lambda ref: clips))
 
 
 def _with(config: PipelineConfig, **sections) -> PipelineConfig:

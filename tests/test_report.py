@@ -20,15 +20,15 @@ from skimage.feature import match_template
 
 from configs import PipelineConfig
 from flows.cli import main
-from flows.metrics import unit_funnels, video_funnel, videos_metrics
 from pipeline.dag import VIDEO_STAGES
-from pipeline.insi_sim import decode, sample_similarity
+from pipeline.metrics.insi_sim import decode, sample_similarity
+from pipeline.metrics.metrics import unit_funnels, video_funnel, videos_metrics
 from pipeline.models.embed import load_image_embedder
 from pipeline.models.embed.efficientnet_lite import lite0_input
 from storage.tables import read_table
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-BAR_BLUE = (0x2B, 0x7B, 0xB9)  # .bar in flows/report.py's CSS
+BAR_BLUE = (0x2B, 0x7B, 0xB9)  # .bar in pipeline/metrics/report.py's CSS
 
 
 def image_embedder(config: PipelineConfig):

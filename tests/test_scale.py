@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs import load_config
-from flows.units import Workspace
 from pipeline.inputs import resolve_inputs
 from storage.outdir import OutDir
 from tests.conftest import PART2, run_all_stages
@@ -21,8 +20,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def local_samples(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     config = load_config(None)
-    workspace = Workspace(OutDir(tmp_path_factory.mktemp("local") / "out"), config)
-    run_all_stages(workspace, resolve_inputs(PART2, config.input).videos)
+    out = OutDir(tmp_path_factory.mktemp("local") / "out")
+    workspace, _ = run_all_stages(out, config, resolve_inputs(PART2, config.input).videos)
     return pq.read_table(workspace.out.path("shards", "shard-00000.parquet")).to_pylist()
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from configs import parse_config
-from flows.units import Workspace
+from pipeline.engine.engine import Engine
 from pipeline.pack import pack_topic
 from pipeline.records import VideoInput
 from storage import schemas
@@ -18,7 +18,7 @@ from storage.shards import read_index
 NAME = re.compile(r"^[A-Za-z0-9._-]+@\d+\.\d_\d+\.\d#\d+\.jpg$")
 
 
-def _shard_paths(workspace: Workspace) -> list[str]:
+def _shard_paths(workspace: Engine) -> list[str]:
     return [workspace.out.path("shards", entry["file"]) for entry in read_index(workspace.out)["shards"]]
 
 

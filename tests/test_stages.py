@@ -169,15 +169,16 @@ def test_a_rerun_with_an_unchanged_result_leaves_downstream_current(processed, t
     import shutil
 
     from configs import parse_config
-    from flows.units import Workspace
+    from pipeline.dag import DAG
+    from pipeline.engine.engine import Engine
     from storage.outdir import OutDir
 
     workspace, videos = processed
     shutil.copytree(workspace.out.root, tmp_path / "out")
     lecture = next(video for video in videos if video.video_id == "lecture")
     looser = parse_config({"filter_asr": {"min_words": workspace.config.filter_asr.min_words - 1}})
-    rerun = Workspace(OutDir(tmp_path / "out"), looser)
-    assert rerun.run_video_stage("filter_asr", lecture).status == "done"  # its config changed
-    assert rerun.run_video_stage("clips", lecture).status == "skipped"  # but not its verdict
-    forced = rerun.run_video_stage("filter_asr", lecture, force=True)
-    assert forced.status == "done" and rerun.run_video_stage("clips", lecture).status == "done"
+    rerun = Engine(OutDir(tmp_path / "out"), looser, DAG, videos)
+    assert rerun.run_unit("filter_asr", lecture.video_id).status == "done"  # its config changed
+    assert rerun.run_unit("clips", lecture.video_id).status == "skipped"  # but not its verdict
+    forced = rerun.run_unit("filter_asr", lecture.video_id, force=True)
+    assert forced.status == "done" and rerun.run_unit("clips", lecture.video_id).status == "done"

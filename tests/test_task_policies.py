@@ -26,7 +26,7 @@ from prefect import get_client
 from prefect.client.schemas.sorting import TaskRunSort
 from configs import parse_config
 from flows.process import process
-from flows.run_files import RunFiles
+from pipeline.engine.run_files import RunFiles
 from pipeline.inputs import resolve_inputs
 
 out, manifest, config_path = sys.argv[1:]

@@ -21,8 +21,8 @@ from PIL import Image
 
 from configs import PipelineConfig
 from configs.schema import ReportConfig
-from flows.metrics import METRICS_FILE, StageStats, iter_shard_rows, stage_stamps, write_metrics
-from pipeline.insi_sim import decode
+from pipeline.metrics.insi_sim import decode
+from pipeline.metrics.metrics import METRICS_FILE, StageStats, iter_shard_rows, stage_stamps, write_metrics
 from storage.outdir import OutDir
 from storage.tables import read_table
 

@@ -1,7 +1,7 @@
 """A small video site on 127.0.0.1 serving the sample videos the ways the web does: the collection demo searches
 it, and the download tests fetch from it.
 
-    python -m flows.demo_site --port 8766 [--folder tests/data]
+    python -m tests.demo_site --port 8766 [--folder tests/data]
 """
 
 from __future__ import annotations

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from configs import PipelineConfig, dump_config
-from flows.metrics import StageStats, dropped_videos, stage_stamps, totals
-from flows.report import write_metrics_and_report
-from flows.units import UnitResult, Workspace
-from pipeline.dag import ALL_STAGES, PACK_STAGE
+from pipeline.engine.engine import STATUSES, Engine, UnitResult
 from pipeline.inputs import ResolvedInputs
 from pipeline.media import ffmpeg_exe
+from pipeline.metrics.metrics import StageStats, dropped_videos, stage_stamps, totals
+from pipeline.metrics.report import write_metrics_and_report
 from pipeline.models.assets import file_digests, resolve_local
 from pipeline.records import VideoInput
 from storage import schemas
@@ -60,7 +59,7 @@ class StageReport:
         media = sum(result.media_seconds for result in results if result.status == "done")
         return cls(
             stage,
-            {k: counts.get(k, 0) for k in ("done", "skipped", "failed", "blocked", "dropped")},
+            {k: counts.get(k, 0) for k in STATUSES},
             wall_seconds,
             media,
             results,
@@ -133,23 +132,27 @@ class RunFiles:
             raise FileNotFoundError(f"{self.out.url} has no inputs.parquet: start it with `textbook run` first")
         return [VideoInput(**row) for row in read_table(self.out, path).to_pylist()]
 
-    def totals(self, stamps: StageStats) -> dict[str, Any]:
-        """Counts over everything in OUT now, whether this run made it or found it done."""
+    def totals(self, engine: Engine, stamps: StageStats) -> dict[str, Any]:
+        """Counts over every current result, whether this run made it or found it done."""
         counts = totals(stamps)
-        for path in self.out.list("stages", PACK_STAGE):
-            stamp = read_stamp(self.out, path)
-            counts["samples"] += stamp.stats.get("samples", 0) if stamp else 0
+        for unit_id in engine.units("pack") if "pack" in engine.dag else ():
+            stamp = read_stamp(self.out, self.out.stage_file("pack", unit_id))
+            counts["samples"] += stamp.stats.get("samples", 0) if stamp and engine.current(("pack", unit_id)) else 0
         return dict(sorted(counts.items()))
 
-    def finish(
-        self, workspace: Workspace, videos: list[VideoInput], reports: list[StageReport], seconds: float
-    ) -> dict[str, Any]:
-        failures = workspace.failures()
+    def finish(self, engine: Engine, reports: list[StageReport], seconds: float) -> dict[str, Any]:
+        """The run's summary, failures table, metrics and report. `current` says whether the DAG's product (its
+        last stage) is current under this config: what the exit status is made of."""
+        videos = engine.videos
+        failures = engine.failures()
         failures_table = rows_to_table(
             [{key: record[key] for key in schemas.FAILURES.names} for record in failures], schemas.FAILURES
         )
         write_table(self.out, self.out.path("failures.parquet"), failures_table)
-        index = read_index(self.out)
+        product = engine.dag.names[-1]
+        units = engine.units(product)
+        current = bool(units) and all(engine.current((product, unit_id)) for unit_id in units)
+        index = read_index(self.out) if current else None
         shards = [entry["file"] for entry in index["shards"]] if index else []
         video_ids = [video.video_id for video in videos]
         stamps = stage_stamps(self.out, video_ids)  # every per-video result, read once for the figures below
@@ -161,17 +164,18 @@ class RunFiles:
                 "dropped": dict(dropped_videos(stamps, video_ids).most_common()),
             },
             "stages": {report.stage: report.to_json() for report in reports},
-            "totals": self.totals(stamps),
+            "totals": self.totals(engine, stamps),
             "failures": {
                 "count": len(failures),
                 "by_reason": dict(Counter(f"{r['stage']}: {r['message']}" for r in failures).most_common()),
             },
             "shards": shards,
             "samples": sum(entry["samples"] for entry in index["shards"]) if index else 0,
+            "current": current,
             "seconds": round(seconds, 3),
-            "stage_order": list(ALL_STAGES),
+            "stage_order": list(engine.dag.names),
         }
-        config = workspace.config
+        config = engine.config
         summary["metrics"] = write_metrics_and_report(
             self.out, config, summary, video_ids, stamps, config.report.on_run
         )

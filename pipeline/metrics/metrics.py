@@ -21,9 +21,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from configs import PipelineConfig
-from flows.units import drop_label
 from pipeline.dag import VIDEO_STAGES
-from pipeline.insi_sim import PAPER_OBELICS, PAPER_TEXTBOOK, decode, sample_similarity
+from pipeline.engine.engine import drop_label
+from pipeline.metrics.insi_sim import PAPER_OBELICS, PAPER_TEXTBOOK, decode, sample_similarity
 from pipeline.models.embed import load_image_embedder
 from storage.outdir import OutDir
 from storage.shards import SHARD_DIR, read_index
@@ -258,9 +258,9 @@ def compute_metrics(
     when its key is unchanged."""
     previous_path = out.path(METRICS_FILE)
     previous = out.read_json(previous_path) if out.exists(previous_path) else None
-    index = read_index(out) or {"shards": [], "fingerprint": None}
+    index = read_index(out) or {"shards": []}
     failures = read_failures(out)
-    key = insi_sim_key(config, index["fingerprint"])
+    key = insi_sim_key(config, digest([entry["digest"] for entry in index["shards"]]))
     reused = previous.get("shards", {}) if previous and previous.get("insi_sim", {}).get("key") == key else {}
     shards, all_images, all_tokens = {}, [], []
     for entry in index["shards"]:
