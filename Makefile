@@ -25,7 +25,7 @@ demo: install
 	$(BIN)/textbook run --config configs/default.yaml --input tests/data --out out/demo
 
 collect-demo: install
-	@$(BIN)/python -m flows.demo_site --port 8766 & server=$$!; trap "kill $$server" EXIT; sleep 1; \
+	@$(BIN)/python -m tests.demo_site --port 8766 & server=$$!; trap "kill $$server" EXIT; sleep 1; \
 	$(BIN)/textbook run --config configs/collect-demo.yaml --out out/collect-demo
 
 # The report test opens report.html in headless Chromium: apt-get installs it where it can (CI runs as root);
