@@ -51,7 +51,10 @@ def collect(out: str, config: PipelineConfig, force: bool = False) -> ResolvedIn
     engine = Engine(RunFiles.open(out).out, config, DAG)
     stamp = engine.stamp(("filter_meta", VIDEOS_UNIT)) if engine.current(("filter_meta", VIDEOS_UNIT)) else None
     if stamp is not None:
-        print(f"videos: {stamp.stats['kept']} kept of {stamp.stats['videos']} found")
-        for reason, count in stamp.stats["dropped"].items():
+        counters = stamp.stats["counters"]
+        print(f"videos: {counters['kept']} kept of {counters['videos']} found")
+        for reason, count in stamp.stats["funnel"]["dropped"].items():
             print(f"  dropped x{count}: {reason}")
+        if counters["llm_unparsed"]:
+            print(f"  kept unscored (the LLM's answer never parsed): {counters['llm_unparsed']}")
     return ResolvedInputs(videos=kept_videos(engine))

@@ -13,7 +13,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from configs import PipelineConfig
 from configs.schema import LlmConfig, RunConfig
-from pipeline.dag import StageKind
+from pipeline.engine.stage import StageKind
 
 
 def task_runner(cfg: RunConfig) -> TaskRunner:

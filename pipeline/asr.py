@@ -17,15 +17,15 @@ from typing import Any
 from configs.schema import AsrConfig, AsrGuardsConfig
 from pipeline.audio import audio_chunks
 from pipeline.engine.stage import UnitWork
-from pipeline.filter_meta import detect_language
+from pipeline.language import detect_language
 from pipeline.models.asr import load_asr
 from pipeline.records import StageOutput
+from storage.schemas import ASR_NO_SPEECH_FLAG
 
 VERSION = 3
 REPETITION = "repetition"
 HIGH_COMPRESSION_RATIO = "high_compression_ratio"
 LOW_AVG_LOGPROB = "low_avg_logprob"
-NO_SPEECH = "no_speech"
 
 
 def _shifted(segment: dict[str, Any], offset: float) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def segment_flags(segment: dict[str, Any], looped_share: float, cfg: AsrGuardsCo
         (REPETITION, looped_share >= cfg.segment_repetition_share),
         (HIGH_COMPRESSION_RATIO, segment["compression_ratio"] > cfg.max_compression_ratio),
         (LOW_AVG_LOGPROB, segment["avg_logprob"] < cfg.min_avg_logprob),
-        (NO_SPEECH, over_no_speech and segment["avg_logprob"] < cfg.no_speech_max_avg_logprob),
+        (ASR_NO_SPEECH_FLAG, over_no_speech and segment["avg_logprob"] < cfg.no_speech_max_avg_logprob),
     )
     return [reason for reason, tripped in checks if tripped]
 
@@ -111,23 +111,23 @@ def asr_output(path: str, cfg: AsrConfig) -> StageOutput:
         rows.append({**segment, "segment_id": segment_id, "language": language, "language_probability": probability,
                      "text_language": text_language, "text_language_confidence": text_confidence})  # fmt: skip
     video_language, video_confidence = detect_language(" ".join(row["text"] for row in rows))
-    stats = {
+    flags = Counter(reason for segment in segments for reason in segment["flags"])
+    counters = {
         "segments": len(rows),
         "words": sum(len(row["words"]) for row in rows),
         "flagged": sum(1 for row in rows if row["flags"]),
-        "segments_dropped": len(dropped),  # not "dropped": that key drops the whole video (StageOutput)
-        "asr_repetitive": repetitive_share > cfg.guards.max_repetitive_share,
-        "reasons": dict(Counter(reason for segment in segments for reason in segment["flags"])),
-        "dropped_segments": dropped,
-        "video": {  # nested: the run summary adds up a stage's top-level numbers over videos, not these
-            "repetitive_share": round(repetitive_share, 4),
-            "language": language,
-            "language_probability": probability,
-            "text_language": video_language,
-            "text_language_confidence": video_confidence,
-        },
+        "segments_dropped": len(dropped),
+        **{f"flagged_{reason}": count for reason, count in sorted(flags.items())},
     }
-    return StageOutput(rows=rows, stats=stats)
+    values = {
+        "asr_repetitive": repetitive_share > cfg.guards.max_repetitive_share,
+        "repetitive_share": round(repetitive_share, 4),
+        "language_probability": probability,
+        "text_language_confidence": video_confidence,
+        "dropped_segments": dropped,
+    }
+    labels = {"language": language, "text_language": video_language}
+    return StageOutput(rows=rows, counters=counters, values=values, labels=labels)
 
 
 def run(work: UnitWork) -> StageOutput:

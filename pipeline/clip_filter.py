@@ -1,7 +1,7 @@
 """clip_filter: whether a clip's keyframes stay beside its speech; the speech always stays (as in the paper).
 
 The keyframes frame_filter kept are judged, with the repeats that may stand in for a kept frame of an earlier
-clip (frame_filter.stand_ins). A clip without any, or without speech to compare them with, keeps
+clip (keyframe_views.stand_ins). A clip without any, or without speech to compare them with, keeps
 no image. Then, by `clip_filter.method`:
 - `vlm` (production, the paper's way): a vision-language model captions the clip's frames (the `vlm` section, images
   as content parts through the LLM layer) and the caption is compared with the speech by MiniLM cosine.
@@ -23,13 +23,11 @@ from PIL import Image
 from configs import PipelineConfig
 from configs.schema import ClipFilterConfig
 from pipeline.engine.stage import UnitWork
-from pipeline.frame_filter import stand_ins
-from pipeline.frames import gray_frame
-from pipeline.keyframes import encode_jpeg
+from pipeline.frames import encode_jpeg, gray_frame
+from pipeline.keyframe_views import stand_ins, texts_by_keyframe
 from pipeline.models.embed import load_text_embedder
 from pipeline.models.faces import load_face_detector
 from pipeline.models.llm import image_part, load_llm, text_part
-from pipeline.ocr import texts_by_keyframe
 from pipeline.records import StageOutput, funnel
 
 VERSION = 2
@@ -182,5 +180,6 @@ def run(work: UnitWork) -> StageOutput:
         work.config,
     )
     kept, reasons = [row["keep_images"] for row in rows], [row["reason"] for row in rows]
-    stats = {"funnel": funnel("clips", kept, reasons), "method": work.config.clip_filter.method}
-    return StageOutput(rows=rows, stats=stats)
+    return StageOutput(
+        rows=rows, funnel=funnel("clips", kept, reasons), labels={"method": work.config.clip_filter.method}
+    )

@@ -56,4 +56,4 @@ def _clip(clip_id: int, start: float, end: float, segments: list[dict[str, Any]]
 def run(work: UnitWork) -> StageOutput:
     duration = work.inputs["probe"]["duration"][0].as_py()
     clips = merge_segments(work.inputs["asr"].to_pylist(), duration, work.config.clips)
-    return StageOutput(rows=clips, stats={"clips": len(clips)})
+    return StageOutput(rows=clips, counters={"clips": len(clips)})

@@ -155,11 +155,11 @@ def run(work: UnitWork) -> StageOutput:
     if not is_url(video.source):
         if not os.path.exists(video.source):
             raise MediaError(f"file not found: {video.source}")
-        return StageOutput(rows=[media_record(video.video_id, video.source, False, {})], stats={"downloaded": 0})
+        return StageOutput(rows=[media_record(video.video_id, video.source, False, {})], counters={"downloaded": 0})
     folder = work.config.download.media_dir or work.media_dir
     if folder is None:
         raise MediaError("download.media_dir must be set when OUT is not a local folder")
     media_dir = Path(folder)
     info = download(video.source, video.video_id, media_dir, work.config.download)
     record = media_record(video.video_id, info["filepath"], True, info)
-    return StageOutput(rows=[record], stats={"downloaded": 1, "bytes": record["size_bytes"]})
+    return StageOutput(rows=[record], counters={"downloaded": 1, "bytes": record["size_bytes"]})

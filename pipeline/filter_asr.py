@@ -16,20 +16,23 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from configs.schema import FilterAsrConfig
-from pipeline.asr import NO_SPEECH
 from pipeline.engine.stage import UnitWork
-from pipeline.filter_meta import Decision, detect_language
+from pipeline.language import detect_language
 from pipeline.models.llm import load_llm
 from pipeline.models.llm.structured import LlmOutputError, complete_json
-from pipeline.records import StageOutput, funnel
+from pipeline.records import StageOutput, funnel, unit_drop
+from pipeline.verdicts import KEEP, Reasons, Verdict
+from storage.schemas import ASR_NO_SPEECH_FLAG
 from storage.tables import table_stamp
 
-VERSION = 1
+VERSION = 2
 TOO_SHORT = "too_short"
 FEW_WORDS_PER_MINUTE = "few_words_per_minute"
 OTHER_LANGUAGE = "other_language"
 ASR_REPETITIVE = "asr_repetitive"
 LOW_KNOWLEDGE_DENSITY = "low_knowledge_density"
+REASONS = Reasons("filter_asr", TOO_SHORT, FEW_WORDS_PER_MINUTE, OTHER_LANGUAGE, ASR_REPETITIVE, LOW_KNOWLEDGE_DENSITY)
+UNSCORED = "unscored: "  # the llm_response of a video whose answer never parsed
 
 
 class KnowledgeDensity(BaseModel):
@@ -38,7 +41,7 @@ class KnowledgeDensity(BaseModel):
 
 def transcript_figures(segments: list[dict[str, Any]], duration: float) -> dict[str, Any]:
     """Words, seconds of speech, words per minute of video and languages of a video's asr rows."""
-    speech = [segment for segment in segments if NO_SPEECH not in segment["flags"]]
+    speech = [segment for segment in segments if ASR_NO_SPEECH_FLAG not in segment["flags"]]
     words = sum(len(segment["words"]) for segment in speech)
     text = " ".join(segment["text"] for segment in speech)
     text_language, text_confidence = detect_language(text)
@@ -55,37 +58,37 @@ def transcript_figures(segments: list[dict[str, Any]], duration: float) -> dict[
     }
 
 
-def apply_rules(video: dict[str, Any], cfg: FilterAsrConfig) -> Decision:
-    """The first rule the video breaks, as `<reason>: <what was measured>`; keep when it breaks none."""
+def apply_rules(video: dict[str, Any], cfg: FilterAsrConfig) -> Verdict:
+    """The first rule the video breaks, with what was measured; keep when it breaks none."""
     if video["words"] < cfg.min_words:
-        return Decision.drop(f"{TOO_SHORT}: {video['words']} words < {cfg.min_words}")
+        return REASONS.drop(TOO_SHORT, f"{video['words']} words < {cfg.min_words}")
     if video["speech_seconds"] < cfg.min_speech_seconds:
-        return Decision.drop(f"{TOO_SHORT}: {video['speech_seconds']:.1f} s of speech < {cfg.min_speech_seconds:g}")
+        return REASONS.drop(TOO_SHORT, f"{video['speech_seconds']:.1f} s of speech < {cfg.min_speech_seconds:g}")
     if video["words_per_minute"] < cfg.min_words_per_minute:
-        return Decision.drop(f"{FEW_WORDS_PER_MINUTE}: {video['words_per_minute']:.1f} < {cfg.min_words_per_minute:g}")
+        return REASONS.drop(FEW_WORDS_PER_MINUTE, f"{video['words_per_minute']:.1f} < {cfg.min_words_per_minute:g}")
     heard = [(video["audio_language"], video["audio_language_probability"], "heard")]
     read = [(video["text_language"], video["text_language_confidence"], "text")]
     for language, confidence, source in heard + read:
         if language and confidence >= cfg.min_language_confidence and language not in cfg.languages:
-            return Decision.drop(f"{OTHER_LANGUAGE}: {source} {language} ({confidence:.2f})")
+            return REASONS.drop(OTHER_LANGUAGE, f"{source} {language} ({confidence:.2f})")
     if cfg.drop_repetitive and video["asr_repetitive"]:
-        return Decision.drop(f"{ASR_REPETITIVE}: loops cover most of the transcript")
-    return Decision(True)
+        return REASONS.drop(ASR_REPETITIVE, "loops cover most of the transcript")
+    return KEEP
 
 
-def score(video: dict[str, Any], cfg: FilterAsrConfig, work: UnitWork) -> Decision:
+def score(video: dict[str, Any], cfg: FilterAsrConfig, work: UnitWork) -> Verdict:
     """The LLM's knowledge density of the transcript's opening `max_transcript_chars`, written into `video`."""
     prompt = cfg.prompt.format(transcript=video["transcript"][: cfg.max_transcript_chars])
     try:
         answer = complete_json(load_llm(work.config.llm), prompt, KnowledgeDensity)
     except LlmOutputError as error:
-        video["llm_response"] = f"unscored: {error.reason}"
-        return Decision(True)
+        video["llm_response"] = f"{UNSCORED}{error.reason}"
+        return KEEP
     video["llm_response"] = answer.model_dump_json()
     video["knowledge_density"] = answer.knowledge_density
     if answer.knowledge_density < cfg.min_knowledge_density:
-        return Decision.drop(f"{LOW_KNOWLEDGE_DENSITY}: {answer.knowledge_density} < {cfg.min_knowledge_density:g}")
-    return Decision(True)
+        return REASONS.drop(LOW_KNOWLEDGE_DENSITY, f"{answer.knowledge_density} < {cfg.min_knowledge_density:g}")
+    return KEEP
 
 
 def run(work: UnitWork) -> StageOutput:
@@ -93,15 +96,19 @@ def run(work: UnitWork) -> StageOutput:
     asr = work.inputs["asr"]
     stamp = table_stamp(asr)
     video = transcript_figures(asr.to_pylist(), work.inputs["probe"]["duration"][0].as_py())
-    video |= {"video_id": work.video.video_id, "asr_repetitive": bool(stamp and stamp.stats.get("asr_repetitive"))}
+    video |= {
+        "video_id": work.video.video_id,
+        "asr_repetitive": bool(stamp and stamp.stats["values"].get("asr_repetitive")),
+    }
     video |= {"knowledge_density": None, "llm_response": None}
     decision = apply_rules(video, cfg)
     if decision.keep and cfg.llm_scoring:
         decision = score(video, cfg, work)
-    row = {**video, "keep": decision.keep, "reason": decision.reason}
-    stats: dict[str, Any] = {key: video[key] for key in ("words", "speech_seconds", "knowledge_density")}
-    reason = decision.reason.split(":", 1)[0] if decision.reason is not None else ""
-    stats["funnel"] = funnel("videos", [decision.keep], [reason])
-    if decision.reason is not None:
-        stats["dropped"] = reason
-    return StageOutput(rows=[row], stats=stats)
+    row = {**video, "keep": decision.keep, "reason": decision.reason, "reason_detail": decision.detail}
+    return StageOutput(
+        rows=[row],
+        counters={"llm_unparsed": int((video["llm_response"] or "").startswith(UNSCORED))},
+        values={key: video[key] for key in ("words", "speech_seconds", "knowledge_density")},
+        funnel=funnel("videos", [decision.keep], [decision.reason or ""]),
+        drop=unit_drop("filter_asr", decision.reason) if decision.reason is not None else None,
+    )

@@ -7,36 +7,37 @@ weak model must not silently empty the corpus.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from configs.schema import FilterMetaConfig
 from pipeline.engine.stage import UnitWork
+from pipeline.language import detect_language
 from pipeline.models.llm import Llm
 from pipeline.models.llm.structured import LlmOutputError, complete_json_batch
-from pipeline.records import StageOutput
+from pipeline.records import StageOutput, funnel
 from pipeline.search import merge_results
+from pipeline.verdicts import KEEP, Reasons, Verdict
 
-VERSION = 1
+VERSION = 2
 DESCRIPTION_CHARS = 400
+UNSCORED = "unscored: "  # the llm_response of a video whose answer never parsed
 
 
-@dataclass(frozen=True)
-class Decision:
-    keep: bool
-    reason: str | None = None
-
-    @classmethod
-    def drop(cls, reason: str) -> Decision:
-        return cls(False, reason)
-
-
-KEEP = Decision(True)
+REASONS = Reasons(
+    "filter_meta",
+    "too_short",
+    "too_long",
+    "live",
+    "short",
+    "other_language",
+    "blocked_channel",
+    "blocked_keyword",
+    "low_relevance",
+    "low_knowledge_density",
+)
 
 
 class Scores(BaseModel):
@@ -44,59 +45,44 @@ class Scores(BaseModel):
     knowledge_density: int = Field(ge=0, le=10)
 
 
-@lru_cache(maxsize=1)
-def _language_identifier() -> Any:
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-def detect_language(text: str) -> tuple[str | None, float]:
-    """ISO code and confidence of the text's language (py3langid ships its model); (None, 0) for no text."""
-    if not text.strip():
-        return None, 0.0
-    language, confidence = _language_identifier().classify(text)
-    return language, float(confidence)
-
-
-def _duration(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+def _duration(video: dict[str, Any], cfg: FilterMetaConfig) -> Verdict:
     duration = video.get("duration")
     if duration is None:
         return KEEP
     if duration < cfg.min_duration_seconds:
-        return Decision.drop(f"too short ({duration:.0f} s < {cfg.min_duration_seconds:.0f} s)")
+        return REASONS.drop("too_short", f"{duration:.0f} s < {cfg.min_duration_seconds:.0f} s")
     if duration > cfg.max_duration_seconds:
-        return Decision.drop(f"too long ({duration:.0f} s > {cfg.max_duration_seconds:.0f} s)")
+        return REASONS.drop("too_long", f"{duration:.0f} s > {cfg.max_duration_seconds:.0f} s")
     return KEEP
 
 
-def _live_or_short(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+def _live_or_short(video: dict[str, Any], cfg: FilterMetaConfig) -> Verdict:
     if cfg.drop_live and video.get("live"):
-        return Decision.drop("live stream")
+        return REASONS.drop("live", "a live stream")
     if cfg.drop_shorts and "/shorts/" in (video.get("url") or ""):
-        return Decision.drop("short")
+        return REASONS.drop("short", "a YouTube short")
     return KEEP
 
 
-def _language(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+def _language(video: dict[str, Any], cfg: FilterMetaConfig) -> Verdict:
     language, confidence = video["detected_language"], video["language_confidence"]
     if language and confidence >= cfg.min_language_confidence and language not in cfg.languages:
-        return Decision.drop(f"not {'/'.join(cfg.languages)} ({language})")
+        return REASONS.drop("other_language", f"{language} ({confidence:.2f}), not {'/'.join(cfg.languages)}")
     return KEEP
 
 
-def _blocked(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+def _blocked(video: dict[str, Any], cfg: FilterMetaConfig) -> Verdict:
     channel = (video.get("channel") or "").casefold()
     if channel and channel in {name.casefold() for name in cfg.blocked_channels}:
-        return Decision.drop("blocked channel")
+        return REASONS.drop("blocked_channel", video.get("channel"))
     text = f"{video.get('title') or ''} {video.get('description') or ''}".casefold()
     for keyword in cfg.blocked_keywords:
         if keyword.casefold() in text:
-            return Decision.drop(f"blocked keyword ({keyword})")
+            return REASONS.drop("blocked_keyword", keyword)
     return KEEP
 
 
-RULES: tuple[Callable[[dict[str, Any], FilterMetaConfig], Decision], ...] = (
+RULES: tuple[Callable[[dict[str, Any], FilterMetaConfig], Verdict], ...] = (
     _duration,
     _live_or_short,
     _language,
@@ -104,7 +90,7 @@ RULES: tuple[Callable[[dict[str, Any], FilterMetaConfig], Decision], ...] = (
 )
 
 
-def apply_rules(video: dict[str, Any], cfg: FilterMetaConfig) -> Decision:
+def apply_rules(video: dict[str, Any], cfg: FilterMetaConfig) -> Verdict:
     for rule in RULES:
         decision = rule(video, cfg)
         if not decision.keep:
@@ -121,13 +107,15 @@ def filter_videos(videos: list[dict[str, Any]], paths: dict[str, str], cfg: Filt
                "knowledge_points": [paths[point] for point in video["point_ids"]],
                "relevance": None, "knowledge_density": None, "llm_response": None}  # fmt: skip
         decision = apply_rules(row, cfg)
-        rows.append({**row, "keep": decision.keep, "reason": decision.reason})
+        rows.append({**row, "keep": decision.keep, "reason": decision.reason, "reason_detail": decision.detail})
     if cfg.llm_scoring and llm is not None:
         _score(rows, cfg, llm)
     return rows
 
 
 def _score(rows: list[dict[str, Any]], cfg: FilterMetaConfig, llm: Llm) -> None:
+    """Relevance and knowledge density of the videos the rules kept; an answer that never parsed keeps its video
+    unscored (`llm_response` says why, the stage's stats count it)."""
     kept = [row for row in rows if row["keep"]]
     prompts = [
         cfg.prompt.format(
@@ -140,17 +128,18 @@ def _score(rows: list[dict[str, Any]], cfg: FilterMetaConfig, llm: Llm) -> None:
     ]
     for row, answer in zip(kept, complete_json_batch(llm, prompts, Scores), strict=True):
         if isinstance(answer, LlmOutputError):
-            row["llm_response"] = f"unscored: {answer.reason}"
+            row["llm_response"] = f"{UNSCORED}{answer.reason}"
             continue
         row["llm_response"] = answer.model_dump_json()
         row["relevance"], row["knowledge_density"] = answer.relevance, answer.knowledge_density
+        verdict = KEEP
         if answer.relevance < cfg.min_relevance:
-            row["keep"], row["reason"] = False, f"low relevance ({answer.relevance} < {cfg.min_relevance:g})"
+            verdict = REASONS.drop("low_relevance", f"{answer.relevance} < {cfg.min_relevance:g}")
         elif answer.knowledge_density < cfg.min_knowledge_density:
-            row["keep"], row["reason"] = (
-                False,
-                f"low knowledge density ({answer.knowledge_density} < {cfg.min_knowledge_density:g})",
+            verdict = REASONS.drop(
+                "low_knowledge_density", f"{answer.knowledge_density} < {cfg.min_knowledge_density:g}"
             )
+        row["keep"], row["reason"], row["reason_detail"] = verdict.keep, verdict.reason, verdict.detail
 
 
 def run(work: UnitWork) -> StageOutput:
@@ -165,6 +154,7 @@ def run(work: UnitWork) -> StageOutput:
 
         llm = load_llm(work.config.llm)
     rows = filter_videos(merge_results(results), paths, cfg, llm)
-    dropped = Counter(row["reason"] for row in rows if not row["keep"])
-    stats = {"videos": len(rows), "kept": sum(row["keep"] for row in rows), "dropped": dict(dropped.most_common())}
-    return StageOutput(rows=rows, stats=stats)
+    unparsed = sum(1 for row in rows if (row["llm_response"] or "").startswith(UNSCORED))
+    counters = {"videos": len(rows), "kept": sum(row["keep"] for row in rows), "llm_unparsed": unparsed}
+    return StageOutput(rows=rows, counters=counters, funnel=funnel("videos", [row["keep"] for row in rows],
+                                                                   [row["reason"] for row in rows]))  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any
 from configs.schema import FrameFilterConfig
 from pipeline.engine.stage import UnitWork
 from pipeline.frames import edge_density, gray_frame, pixel_std
-from pipeline.ocr import texts_by_keyframe
+from pipeline.keyframe_views import texts_by_keyframe
 from pipeline.records import StageOutput, funnel
 
 VERSION = 1
@@ -129,29 +129,10 @@ def _supersede(rows: list[dict[str, Any]], earlier: dict[str, Any], later: dict[
     earlier["keep"], earlier["reason"], earlier["duplicate_of"] = False, DROPPED_SUPERSEDED, later["keyframe_id"]
 
 
-def stand_ins(keyframes: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[int, int]:
-    """Dropped repeats that may stand in for their kept original in another clip: {repeat id: original id}, the
-    first repeat per clip. A slide that stays on screen across a clip boundary is kept once, in the first clip; if
-    that clip's images are dropped, its repeat in the next clip can still show the slide there."""
-    clip_of = {keyframe["keyframe_id"]: keyframe["clip_id"] for keyframe in keyframes}
-    chosen: dict[int, int] = {}
-    taken: set[tuple[int, int]] = set()
-    for row in sorted(rows, key=lambda row: row["keyframe_id"]):
-        original = row["duplicate_of"]
-        if row["keep"] or original is None or clip_of[original] == clip_of[row["keyframe_id"]]:
-            continue
-        if (clip_of[row["keyframe_id"]], original) not in taken:
-            taken.add((clip_of[row["keyframe_id"]], original))
-            chosen[row["keyframe_id"]] = original
-    return chosen
-
-
 def run(work: UnitWork) -> StageOutput:
     keyframes = work.inputs["keyframes"].select(["keyframe_id", "clip_id", "time", "jpeg"]).to_pylist()
     rows = filter_keyframes(keyframes, texts_by_keyframe(work.inputs["ocr"]), work.config.frame_filter)
     kept, reasons = [row["keep"] for row in rows], [row["reason"] for row in rows]
     kept_by_reason = Counter(reason for keep, reason in zip(kept, reasons, strict=True) if keep)
-    return StageOutput(
-        rows=rows,
-        stats={"funnel": funnel("keyframes", kept, reasons), "kept_by_reason": dict(sorted(kept_by_reason.items()))},
-    )
+    counters = {f"kept_{reason}": count for reason, count in sorted(kept_by_reason.items())}
+    return StageOutput(rows=rows, counters=counters, funnel=funnel("keyframes", kept, reasons))

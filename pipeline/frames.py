@@ -1,5 +1,5 @@
-"""Keyframe JPEGs as arrays for the filters: grayscale at a fixed width, so that pixel statistics and detections mean
-the same at 480p and at 1080p."""
+"""Keyframe JPEGs: encoded from decoded frames, and read back as arrays for the filters: grayscale at a fixed
+width, so that pixel statistics and detections mean the same at 480p and at 1080p."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ from PIL import Image
 # not JPEG noise or soft gradients.
 CANNY_LOW = 100
 CANNY_HIGH = 200
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
 
 
 def gray_frame(jpeg: bytes, width: int) -> np.ndarray:

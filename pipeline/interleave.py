@@ -11,7 +11,7 @@ from typing import Any
 
 from configs.schema import InterleaveConfig
 from pipeline.engine.stage import UnitWork
-from pipeline.frame_filter import stand_ins
+from pipeline.keyframe_views import stand_ins
 from pipeline.records import StageOutput
 
 VERSION = 2
@@ -96,4 +96,4 @@ def run(work: UnitWork) -> StageOutput:
         work.config.interleave,
     )
     images = sum(row["kind"] == "image" for row in rows)
-    return StageOutput(rows=rows, stats={"images": images, "texts": len(rows) - images})
+    return StageOutput(rows=rows, counters={"images": images, "texts": len(rows) - images})

@@ -7,16 +7,15 @@ resolution and stored as JPEG. SSIM, unlike pixel differences, stays high throug
 from __future__ import annotations
 
 import bisect
-import io
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from skimage.metrics import structural_similarity
 
 from configs.schema import KeyframesConfig
 from pipeline.engine.stage import UnitWork
+from pipeline.frames import encode_jpeg
 from pipeline.media import sample_frames, scaled_size
 from pipeline.records import StageOutput
 
@@ -72,12 +71,6 @@ def extract_keyframes(
         }
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality, optimize=True)
-    return buffer.getvalue()
-
-
 def run(work: UnitWork) -> StageOutput:
     probe = work.inputs["probe"].to_pylist()[0]
     clips = work.inputs["clips"].to_pylist()
@@ -86,4 +79,4 @@ def run(work: UnitWork) -> StageOutput:
             work.media_path, work.video.video_id, probe["width"], probe["height"], clips, work.config.keyframes
         )
     )
-    return StageOutput(rows=rows, stats={"keyframes": len(rows)})
+    return StageOutput(rows=rows, counters={"keyframes": len(rows)})

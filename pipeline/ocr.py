@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image
 
 from pipeline.engine.stage import UnitWork
@@ -13,11 +12,6 @@ from pipeline.models.ocr import load_ocr
 from pipeline.records import StageOutput
 
 VERSION = 1
-
-
-def texts_by_keyframe(table: pa.Table) -> dict[int, str]:
-    """The OCR table as {keyframe_id: text}, for the stages that read it."""
-    return dict(zip(table["keyframe_id"].to_pylist(), table["text"].to_pylist(), strict=True))
 
 
 def run(work: UnitWork) -> StageOutput:
@@ -37,4 +31,4 @@ def run(work: UnitWork) -> StageOutput:
                 "mean_confidence": float(np.mean(confidences)) if confidences else None,
             }
         )
-    return StageOutput(rows=rows, stats={"keyframes": len(rows), "with_text": sum(bool(r["text"]) for r in rows)})
+    return StageOutput(rows=rows, counters={"keyframes": len(rows), "with_text": sum(bool(r["text"]) for r in rows)})

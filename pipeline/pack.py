@@ -144,4 +144,4 @@ def run(work: UnitWork) -> StageOutput:
         for video in videos
     }
     rows = pack_topic(topic, fragments, details, work.config.pack)
-    return StageOutput(rows=rows, stats={"samples": len(rows), "images": sum(row["image_num"] for row in rows)})
+    return StageOutput(rows=rows, counters={"samples": len(rows), "images": sum(row["image_num"] for row in rows)})

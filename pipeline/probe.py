@@ -62,4 +62,4 @@ def _duration(container: av.container.InputContainer, video: av.video.stream.Vid
 
 def run(work: UnitWork) -> StageOutput:
     record = probe_video(work.media_path, work.config.probe)
-    return StageOutput(rows=[{"video_id": work.video.video_id, **record}], stats={"duration": record["duration"]})
+    return StageOutput(rows=[{"video_id": work.video.video_id, **record}], values={"duration": record["duration"]})

@@ -19,13 +19,30 @@ class VideoInput:
 
 @dataclass
 class StageOutput:
-    """The rows a stage made for one unit, and figures about the work for the summary.
+    """The rows a stage made for one unit, and typed figures about the work.
 
-    A filter drops its whole video by setting `stats["dropped"]` to the reason: later stages then skip it."""
+    `counters` add up over units (segments, keyframes, bytes); `values` are one unit's measurements and verdicts,
+    never added up (a duration, a score, a flag); `labels` name categories (the method that judged). A filter that
+    drops its whole unit sets `drop` to its reason code: later stages then pass the drop down as empty results.
+    `failures` are parts of the unit that failed (unit, error_type, message) and are recorded as such."""
 
     rows: list[dict[str, Any]]
-    stats: dict[str, Any] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)  # parts that failed (unit, error_type, message)
+    counters: dict[str, int | float] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    funnel: dict[str, Any] | None = None
+    drop: dict[str, str] | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The figures as the stamp keeps them, in one shape for every stage."""
+        return {"counters": self.counters, "values": self.values, "labels": self.labels, "funnel": self.funnel,
+                "drop": self.drop}  # fmt: skip
+
+
+def unit_drop(stage: str, reason: str) -> dict[str, str]:
+    return {"stage": stage, "reason": reason}
 
 
 def funnel(unit: str, kept: list[bool], reasons: list[str]) -> dict[str, Any]:

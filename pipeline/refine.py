@@ -89,5 +89,5 @@ def run(work: UnitWork) -> StageOutput:
     accepted = [row["accepted"] for row in rows]
     clips_funnel = funnel("clips", accepted, [row["reason"] for row in rows])
     changed = sum(row["accepted"] and row["refined_asr"] != row["asr"].strip() for row in rows)
-    stats = {"clips": len(rows), "accepted": sum(accepted), "changed": changed, "funnel": clips_funnel}
-    return StageOutput(rows=rows, stats=stats)
+    counters = {"clips": len(rows), "accepted": sum(accepted), "changed": changed}
+    return StageOutput(rows=rows, counters=counters, funnel=clips_funnel)

@@ -86,4 +86,4 @@ def merge_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run(work: UnitWork) -> StageOutput:
     """One knowledge point's search, its query made from the point's names."""
     rows = search_point(work.unit.unit_id, work.unit.external["query"], work.config.search)
-    return StageOutput(rows=rows, stats={"results": len(rows)})
+    return StageOutput(rows=rows, counters={"results": len(rows)})

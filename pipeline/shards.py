@@ -33,4 +33,4 @@ def run(work: UnitWork) -> StageOutput:
     packs = [ref for ref in work.unit.reads if ref[0] == "pack"]
     samples = (row for ref in packs for row in work.read(*ref).to_pylist())
     written = write_shards(work.out, resolve_images(samples, keyframe_reader(work)), work.config.shards.target_bytes)
-    return StageOutput(rows=written, stats={"shards": len(written), "samples": sum(s["samples"] for s in written)})
+    return StageOutput(rows=written, counters={"shards": len(written), "samples": sum(s["samples"] for s in written)})

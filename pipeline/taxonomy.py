@@ -123,7 +123,7 @@ def run(work: UnitWork) -> StageOutput:
     """The tree: read from the configured file, or grown by the LLM; a parent it could not expand is a failure."""
     cfg = work.config.taxonomy
     if cfg.file:
-        return StageOutput(rows=load_file(cfg.file), stats={"source": "file"})
+        return StageOutput(rows=load_file(cfg.file), labels={"source": "file"})
     from pipeline.models.llm import load_llm
 
     points, unexpanded = generate(load_llm(work.config.llm), cfg)
@@ -138,4 +138,5 @@ def run(work: UnitWork) -> StageOutput:
     ]
     if not points:
         raise ValueError(f"the LLM expanded no knowledge point from {cfg.subjects}")
-    return StageOutput(rows=points, stats={"points": len(points), "unexpanded": len(unexpanded)}, failures=failures)
+    counters = {"points": len(points), "unexpanded": len(unexpanded)}
+    return StageOutput(rows=points, counters=counters, labels={"source": "llm"}, failures=failures)

@@ -56,7 +56,8 @@ VIDEOS = pa.schema(
         ("knowledge_density", pa.int64()),
         ("llm_response", pa.string()),
         ("keep", pa.bool_()),
-        ("reason", pa.string()),
+        ("reason", pa.string()),  # a code of the stage's fixed set (pipeline/verdicts.py)
+        ("reason_detail", pa.string()),  # what was measured, for people
     ]
 )
 
@@ -90,7 +91,9 @@ PROBE = pa.schema(
 )
 
 # One row per kept segment (`guards.action: drop` leaves suspect ones out; the stamp's stats list them). `language`
-# is what the model heard, `text_language` what py3langid reads in the text; `flags` holds the guards' reasons.
+# is what the model heard, `text_language` what py3langid reads in the text; `flags` holds the guards' reasons, one
+# of which later stages read: text Whisper wrote over no speech.
+ASR_NO_SPEECH_FLAG = "no_speech"
 ASR = pa.schema(
     [
         ("segment_id", pa.int64()),
@@ -125,7 +128,8 @@ FILTER_ASR = pa.schema(
         ("knowledge_density", pa.int64()),
         ("llm_response", pa.string()),
         ("keep", pa.bool_()),
-        ("reason", pa.string()),
+        ("reason", pa.string()),  # a code of the stage's fixed set (pipeline/verdicts.py)
+        ("reason_detail", pa.string()),  # what was measured, for people
     ]
 )
 

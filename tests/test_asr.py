@@ -24,6 +24,7 @@ from pipeline.models.asr.ct2_checkpoint import converted_checkpoint, read_variab
 from pipeline.models.asr.openai_whisper_backend import load_whisper_model
 from pipeline.models.assets import resolve_local
 from storage.outdir import OutDir
+from storage.schemas import ASR_NO_SPEECH_FLAG
 from storage.tables import read_stamp, read_table
 from tests.conftest import LECTURE, PART2, TRUTH
 
@@ -78,8 +79,10 @@ def test_backends_agree_on_the_sample(processed, openai_lecture):
 
 
 def test_segments_carry_languages_and_word_times(openai_lecture):
-    video = openai_lecture.stats["video"]
-    assert (video["language"], video["text_language"]) == ("en", "en") and not openai_lecture.stats["asr_repetitive"]
+    labels = openai_lecture.labels
+    assert (labels["language"], labels["text_language"]) == ("en", "en") and not openai_lecture.values[
+        "asr_repetitive"
+    ]
     for row in openai_lecture.rows:
         assert row["words"] and row["start"] <= row["words"][0]["start"] + 0.5 and row["flags"] == []
         assert (row["language"], row["language_probability"], row["text_language"]) == ("en", 1.0, "en")
@@ -166,7 +169,7 @@ def test_windowed_transcription_keeps_media_times():
 
 def test_looped_phrase_is_flagged_repetitive(looped_video):
     output = asr.asr_output(str(looped_video), _asr_config())
-    assert output.stats["asr_repetitive"] and output.stats["video"]["repetitive_share"] > 0.5
+    assert output.values["asr_repetitive"] and output.values["repetitive_share"] > 0.5
     flagged = [row for row in output.rows if asr.REPETITION in row["flags"]]
     assert len(flagged) >= len(output.rows) * 2 // 3, [(row["text"], row["flags"]) for row in output.rows]
 
@@ -182,7 +185,8 @@ def test_no_speech_keeps_no_segment_and_says_why(tmp_path, no_speech_videos, sou
         assert workspace.run_unit(stage, video.video_id).status == "done", stage
     assert read_table(workspace.out, workspace.out.stage_file("asr", video.video_id)).num_rows == 0
     stats = read_stamp(workspace.out, workspace.out.stage_file("asr", video.video_id)).stats
-    assert stats["dropped_segments"] and all(asr.NO_SPEECH in s["flags"] for s in stats["dropped_segments"])
+    dropped = stats["values"]["dropped_segments"]
+    assert dropped and all(ASR_NO_SPEECH_FLAG in s["flags"] for s in dropped)
 
 
 @pytest.mark.parametrize("backend", ["faster-whisper", "openai-whisper"])
@@ -190,7 +194,7 @@ def test_vad_hears_nothing_in_noise(no_speech_videos, openai_config, backend):
     cfg = openai_config if backend == "openai-whisper" else _asr_config()
     cfg = cfg.model_copy(update={"vad_filter": True})
     output = asr.asr_output(str(no_speech_videos["noise"]), cfg)
-    assert output.rows == [] and output.stats["segments_dropped"] == 0
+    assert output.rows == [] and output.counters["segments_dropped"] == 0
 
 
 def test_loops_are_found_in_words_not_in_chance_repeats():

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs import parse_config
-from pipeline.filter_meta import apply_rules, detect_language, filter_videos
+from pipeline.filter_meta import apply_rules, filter_videos
+from pipeline.language import detect_language
 from pipeline.search import merge_results, search_point, search_url
 from pipeline.taxonomy import LEVELS, clean_name, load_file, unique_names
 
@@ -55,14 +56,16 @@ def test_metadata_rules_give_reasons():
             "channel": "Math", "duration": 600.0, "live": False, "detected_language": "en",
             "language_confidence": 1.0}  # fmt: skip
     assert apply_rules(base, cfg).keep
-    assert apply_rules({**base, "duration": 20.0}, cfg).reason == "too short (20 s < 60 s)"
-    assert apply_rules({**base, "duration": 9000.0}, cfg).reason == "too long (9000 s > 7200 s)"
-    assert apply_rules({**base, "live": True}, cfg).reason == "live stream"
+    verdict = apply_rules({**base, "duration": 20.0}, cfg)
+    assert (verdict.keep, verdict.reason, verdict.detail) == (False, "too_short", "20 s < 60 s")
+    assert apply_rules({**base, "duration": 9000.0}, cfg).reason == "too_long"
+    assert apply_rules({**base, "live": True}, cfg).reason == "live"
     assert apply_rules({**base, "url": "https://www.youtube.com/shorts/abc"}, cfg).reason == "short"
-    assert apply_rules({**base, "channel": "spam tv"}, cfg).reason == "blocked channel"
-    assert apply_rules({**base, "title": "ASMR math"}, cfg).reason == "blocked keyword (asmr)"
+    assert apply_rules({**base, "channel": "spam tv"}, cfg).reason == "blocked_channel"
+    verdict = apply_rules({**base, "title": "ASMR math"}, cfg)
+    assert (verdict.reason, verdict.detail) == ("blocked_keyword", "asmr")
     spanish = {**base, "detected_language": "es", "language_confidence": 0.9}
-    assert apply_rules(spanish, cfg).reason == "not en (es)"
+    assert apply_rules(spanish, cfg).reason == "other_language"
 
 
 def test_language_detector_tells_english_from_spanish():
@@ -80,7 +83,8 @@ def test_filter_without_llm_keeps_rows_and_reasons():
          "duration": 5.0, "live": False, "point_ids": ["p"]},
     ]  # fmt: skip
     rows = filter_videos(videos, {"p": "Math > Algebra > Linear > Vectors"}, cfg, None)
-    assert [(row["keep"], row["reason"]) for row in rows] == [(True, None), (False, "too short (5 s < 60 s)")]
+    assert [(row["keep"], row["reason"]) for row in rows] == [(True, None), (False, "too_short")]
+    assert rows[1]["reason_detail"] == "5 s < 60 s"
     assert rows[0]["knowledge_points"] == ["Math > Algebra > Linear > Vectors"]
 
 

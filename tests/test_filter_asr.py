@@ -51,7 +51,7 @@ def test_looped_phrase_is_dropped_as_repetitive(tmp_path, looped_video, config):
     assert row["words_per_minute"] > config.filter_asr.min_words_per_minute  # it is the loop, not too little speech
     assert row["llm_response"] is None  # a video the rules drop costs no LLM call
     stats = read_stamp(workspace.out, workspace.out.stage_file("filter_asr", video.video_id)).stats
-    assert stats["dropped"] == filter_asr.ASR_REPETITIVE
+    assert stats["drop"] == {"stage": "filter_asr", "reason": filter_asr.ASR_REPETITIVE}
     assert stats["funnel"] == {"unit": "videos", "in": 1, "kept": 0, "dropped": {filter_asr.ASR_REPETITIVE: 1}}
 
 
@@ -70,7 +70,7 @@ def test_no_speech_is_dropped_and_nothing_flows_down(tmp_path, no_speech_videos,
         if name in stages:
             path = workspace.out.stage_file(name, video.video_id)
             assert read_table(workspace.out, path).num_rows == 0, name
-            assert read_stamp(workspace.out, path).stats == {"dropped": "too_short", "dropped_by": "filter_asr"}
+            assert read_stamp(workspace.out, path).stats["drop"] == {"stage": "filter_asr", "reason": "too_short"}
     ids = [video.video_id]
     assert dropped_videos(stage_stamps(workspace.out, ids), ids) == {"filter_asr: too_short": 1}
 
@@ -83,4 +83,5 @@ def test_other_language_is_dropped_by_what_the_text_reads(config):
     ]  # fmt: skip
     video = filter_asr.transcript_figures(segments, 30.0) | {"asr_repetitive": False}
     decision = filter_asr.apply_rules(video, config.filter_asr)
-    assert not decision.keep and decision.reason.startswith(f"{filter_asr.OTHER_LANGUAGE}: text fr"), decision
+    assert not decision.keep and decision.reason == filter_asr.OTHER_LANGUAGE, decision
+    assert decision.detail.startswith("text fr"), decision

@@ -25,6 +25,7 @@ from pipeline.metrics.insi_sim import decode, sample_similarity
 from pipeline.metrics.metrics import unit_funnels, video_funnel, videos_metrics
 from pipeline.models.embed import load_image_embedder
 from pipeline.models.embed.efficientnet_lite import lite0_input
+from pipeline.records import StageOutput, unit_drop
 from storage.tables import read_table
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -95,18 +96,19 @@ def test_metrics_match_the_shards_and_every_funnel_adds_up(processed):
 
 def test_funnels_sum_over_videos_and_drops_count_where_they_happen():
     """Stage stats as filters write them: funnels per video, a whole-video drop passed down, a failure."""
+
+    def stats(**figures) -> dict:
+        return StageOutput(rows=[], **figures).stats
+
+    drop = unit_drop("frame_filter", "no_knowledge")
     stamps = {
-        "asr": {"a": {}, "b": {}, "c": {}, "d": {}},
+        "asr": {"a": stats(), "b": stats(), "c": stats(), "d": stats()},
         "frame_filter": {
-            "a": {"funnel": {"unit": "keyframes", "in": 10, "kept": 7, "dropped": {"blank": 2, "duplicate": 1}}},
-            "b": {"funnel": {"unit": "keyframes", "in": 5, "kept": 5, "dropped": {}}},
-            "c": {
-                "dropped": "no_knowledge",
-                "dropped_by": "frame_filter",
-                "funnel": {"unit": "keyframes", "in": 4, "kept": 0, "dropped": {"blank": 4}},
-            },
+            "a": stats(funnel={"unit": "keyframes", "in": 10, "kept": 7, "dropped": {"blank": 2, "duplicate": 1}}),
+            "b": stats(funnel={"unit": "keyframes", "in": 5, "kept": 5, "dropped": {}}),
+            "c": stats(drop=drop, funnel={"unit": "keyframes", "in": 4, "kept": 0, "dropped": {"blank": 4}}),
         },
-        "interleave": {"a": {}, "b": {}, "c": {"dropped": "no_knowledge", "dropped_by": "frame_filter"}},
+        "interleave": {"a": stats(), "b": stats(), "c": stats(drop=drop)},
     }
     failures = [{"video_id": "d", "stage": "frame_filter", "error_type": "OSError", "message": "bad jpeg"}]
     ids = ["a", "b", "c", "d"]

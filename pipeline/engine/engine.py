@@ -66,9 +66,10 @@ def source_fingerprint(path: str) -> str:
     return sha.hexdigest()[:16]
 
 
-def drop_label(stats: dict[str, Any], stage: str) -> str | None:
-    """ "<filter stage>: <reason>" when the stats of `stage`'s result say a filter dropped the unit, else None."""
-    return f"{stats.get('dropped_by', stage)}: {stats['dropped']}" if stats.get("dropped") else None
+def drop_label(stats: dict[str, Any]) -> str | None:
+    """ "<filter stage>: <reason>" when a result's stats say a filter dropped its unit, else None."""
+    drop = stats.get("drop")
+    return f"{drop['stage']}: {drop['reason']}" if drop else None
 
 
 def result_fingerprint(input_key: str, force: bool, table: pa.Table) -> str:
@@ -230,17 +231,17 @@ class Engine:
         for part in output.failures:
             self.record_failure(stage.name, part["unit"], part["error_type"], part["message"], part.get("source", ""))
         result.status, result.stats, result.seconds = "done", output.stats, time.perf_counter() - started
-        if label := drop_label(output.stats, stage.name):
+        if label := drop_label(output.stats):
             result.status, result.message = "dropped", label
         if stage.name == "probe":
-            result.media_seconds = float(output.stats.get("duration", 0.0))
+            result.media_seconds = float(output.values.get("duration", 0.0))
         if stage.reads_media and not self.config.download.keep_media:
             self._release_media(unit_id)
         return result
 
     def _compute(self, stage: Stage, unit: Unit) -> StageOutput:
-        if stage.whole_unit_drop and (dropped := self.dropped_reason(unit.reads)):
-            return StageOutput(rows=[], stats={"dropped": dropped[1], "dropped_by": dropped[0]})
+        if stage.whole_unit_drop and (drop := self.upstream_drop(unit.reads)):
+            return StageOutput(rows=[], drop=drop)
         allowed = set(unit.reads)
 
         def tables(ref: ResultRef) -> pa.Table:
@@ -250,13 +251,13 @@ class Engine:
 
         return stage.run(UnitWork(stage.name, unit, self.config, tables, self.media_dir, self.out))
 
-    def dropped_reason(self, reads: Iterable[ResultRef]) -> tuple[str, str] | None:
-        """(filter stage, reason) if a filter upstream dropped the unit: the drop passes down the DAG as empty
+    def upstream_drop(self, reads: Iterable[ResultRef]) -> dict[str, str] | None:
+        """The drop (filter stage, reason) of a unit a filter upstream dropped: it passes down the DAG as empty
         results, so later stages cost nothing and the reason reaches the summary."""
         for ref in reads:
             stamp = self.stamp(ref)
-            if stamp is not None and stamp.stats.get("dropped"):
-                return stamp.stats.get("dropped_by", ref[0]), stamp.stats["dropped"]
+            if stamp is not None and stamp.stats.get("drop"):
+                return stamp.stats["drop"]
         return None
 
     def retire(self, stage: Stage, unit_id: str) -> None:
@@ -296,7 +297,7 @@ class Engine:
 
     def duration(self, video_id: str) -> float:
         stamp = self.stamp(("probe", video_id)) if video_id and "probe" in self.dag else None
-        return float(stamp.stats.get("duration", 0.0)) if stamp else 0.0
+        return float(stamp.stats["values"].get("duration", 0.0)) if stamp else 0.0
 
     def _release_media(self, video_id: str) -> None:
         """Delete a downloaded video once every stage that reads it is current (`keep_media: false`)."""

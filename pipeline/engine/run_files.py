@@ -137,7 +137,8 @@ class RunFiles:
         counts = totals(stamps)
         for unit_id in engine.units("pack") if "pack" in engine.dag else ():
             stamp = read_stamp(self.out, self.out.stage_file("pack", unit_id))
-            counts["samples"] += stamp.stats.get("samples", 0) if stamp and engine.current(("pack", unit_id)) else 0
+            current = stamp is not None and engine.current(("pack", unit_id))
+            counts["samples"] += stamp.stats["counters"].get("samples", 0) if current else 0
         return dict(sorted(counts.items()))
 
     def finish(self, engine: Engine, reports: list[StageReport], seconds: float) -> dict[str, Any]:

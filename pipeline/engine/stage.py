@@ -170,3 +170,8 @@ class Dag:
 
     def extended(self, *stages: Stage) -> Dag:
         return Dag((*self.stages, *stages))
+
+    def with_stage(self, replacement: Stage) -> Dag:
+        """The same DAG with one stage swapped for another of its name (a different back-end, a held result)."""
+        self[replacement.name]
+        return Dag(tuple(replacement if stage.name == replacement.name else stage for stage in self.stages))

@@ -94,8 +94,8 @@ def video_funnel(stamps: StageStats, failures: list[dict[str, Any]], video_ids: 
     rows = []
     for stage, by_video in stamps.items():
         ran = [stats for video, stats in by_video.items() if video in wanted]
-        ran = [stats for stats in ran if not stats.get("dropped") or stats.get("dropped_by", stage) == stage]
-        dropped = sum(1 for stats in ran if stats.get("dropped"))
+        ran = [stats for stats in ran if not stats["drop"] or stats["drop"]["stage"] == stage]
+        dropped = sum(1 for stats in ran if stats["drop"])
         rows.append(
             {
                 "stage": stage,
@@ -112,19 +112,36 @@ def dropped_videos(stamps: StageStats, video_ids: Iterable[str]) -> Counter[str]
     """Videos a filter dropped, by "stage: reason", read from the last per-video stage (every drop reaches it)."""
     wanted = set(video_ids)
     last = list(stamps)[-1] if stamps else None
-    labels = (drop_label(stats, last) for video, stats in stamps.get(last, {}).items() if video in wanted)
+    labels = (drop_label(stats) for video, stats in stamps.get(last, {}).items() if video in wanted)
     return Counter(label for label in labels if label)
 
 
 def totals(stamps: StageStats) -> Counter[str]:
-    """Per stage: the videos it has a result for, and the sum of each numeric stat of those results."""
+    """Per stage: the videos it has a result for, and the sum of each of its counters (never of its values: a
+    score or a duration does not add up)."""
     counts: Counter[str] = Counter()
     for stage, by_video in stamps.items():
         for stats in by_video.values():
             counts[f"{stage}_videos"] += 1
-            for key, value in stats.items():
-                if isinstance(value, int | float) and key != "duration":
-                    counts[f"{stage}.{key}"] += value
+            for key, value in stats["counters"].items():
+                counts[f"{stage}.{key}"] += value
+    return counts
+
+
+def llm_unparsed(out: OutDir, stamps: StageStats, video_ids: list[str]) -> dict[str, int]:
+    """Per filter stage, the videos kept unscored because the LLM's answer never parsed: a weak or drifting model
+    shows here before it shows in the corpus."""
+    wanted = set(video_ids)
+    counts = {}
+    for stage, by_video in stamps.items():
+        scored = [
+            stats for video, stats in by_video.items() if video in wanted and "llm_unparsed" in stats["counters"]
+        ]
+        if scored:
+            counts[stage] = sum(stats["counters"]["llm_unparsed"] for stats in scored)
+    collected = read_stamp(out, out.stage_file("filter_meta", "videos"))
+    if collected is not None:
+        counts["filter_meta"] = collected.stats["counters"].get("llm_unparsed", 0)
     return counts
 
 
@@ -260,7 +277,8 @@ def compute_metrics(
     previous = out.read_json(previous_path) if out.exists(previous_path) else None
     index = read_index(out) or {"shards": []}
     failures = read_failures(out)
-    key = insi_sim_key(config, digest([entry["digest"] for entry in index["shards"]]))
+    shards_fingerprint = digest([entry["digest"] for entry in index["shards"]]) if index["shards"] else None
+    key = insi_sim_key(config, shards_fingerprint)
     reused = previous.get("shards", {}) if previous and previous.get("insi_sim", {}).get("key") == key else {}
     shards, all_images, all_tokens = {}, [], []
     for entry in index["shards"]:
@@ -279,10 +297,11 @@ def compute_metrics(
     embeddings = config.embeddings
     return {
         "out": out.url,
-        "shards_fingerprint": index["fingerprint"],
+        "shards_fingerprint": shards_fingerprint,
         "samples": {**sample_metrics(all_images, all_tokens), "tokenizer": config.pack.tokenizer},
         "videos": videos_metrics(stamps, failures, video_ids, in_shards),
         "units": unit_funnels(stamps, video_ids),
+        "llm_unparsed": llm_unparsed(out, stamps, video_ids),
         "throughput": throughput(summary, previous),
         "seconds": summary.get("seconds"),
         "insi_sim": {

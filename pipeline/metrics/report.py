@@ -93,6 +93,12 @@ def funnel_section(metrics: dict[str, Any]) -> str:
     ]
     for stage, reasons in videos["failed"]["by_stage"].items():
         parts.append(f"<p>failed in {esc(stage)}: {reasons_list(reasons)}</p>")
+    unparsed = metrics.get("llm_unparsed", {})
+    parts.append(
+        "<p>LLM answers that never parsed (videos kept unscored): "
+        + (reasons_list(unparsed) if any(unparsed.values()) else "none")
+        + "</p>"
+    )
     for unit, stages in metrics["units"].items():
         unit_rows = [
             [esc(stage), row["in"], row["kept"], sum(row["dropped"].values()), reasons_list(row["dropped"]),
