@@ -18,6 +18,7 @@ class Batch:
     labels: torch.Tensor
     pixel_values: torch.Tensor
     lengths: list[int]
+    sample_ids: list[int] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)  # consumer -> position after its last sample here
     skipped: Counter[str] = field(default_factory=Counter)
     dropped_images: Counter[str] = field(default_factory=Counter)
@@ -30,13 +31,14 @@ class Batch:
     def tokens(self) -> int:
         return sum(self.lengths)
 
-    def model_inputs(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        return {
-            "input_ids": self.input_ids.to(device),
-            "attention_mask": self.attention_mask.to(device),
-            "labels": self.labels.to(device),
-            "pixel_values": self.pixel_values.to(device, dtype),
-        }
+    @property
+    def targets(self) -> int:
+        """Label positions the shifted loss counts (a sequence's first token is never a target)."""
+        return int((self.labels[:, 1:] != IGNORE).sum())
+
+    def model_inputs(self, device: torch.device) -> dict[str, torch.Tensor]:
+        names = ("input_ids", "attention_mask", "labels", "pixel_values")
+        return {name: getattr(self, name).to(device, non_blocking=True) for name in names}
 
 
 def collate(samples: list[Encoded], pad_token_id: int) -> Batch:

@@ -27,6 +27,7 @@ from train.shardset import Unit, read_unit
 @dataclass(frozen=True)
 class Item:
     sample: Encoded
+    sample_id: int  # the row's place in the shard set (shards in index order, then rows)
     consumer: int
     position: int  # this consumer's position after the sample (samples skipped on the way included)
     skipped: Counter[str]
@@ -67,6 +68,7 @@ class ShardStream(IterableDataset):
         epochs: int,
         seed: int,
         start: dict[int, int] | None = None,
+        rotation: int = 0,
     ) -> None:
         self.units = units
         self.cfg = cfg
@@ -77,6 +79,7 @@ class ShardStream(IterableDataset):
         self.epochs = epochs
         self.seed = seed
         self.start = start or {}
+        self.rotation = rotation
 
     @property
     def workers(self) -> int:
@@ -101,20 +104,23 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Item]:
         worker = get_worker_info()
-        consumer = self.rank * self.workers + (worker.id if worker is not None else 0)
+        # The dataloader takes batches from its workers in turn, starting at worker 0; a resumed run rotates which
+        # consumer each worker serves so the turn continues where the interrupted run was.
+        worker_id = worker.id if worker is not None else 0
+        consumer = self.rank * self.workers + (worker_id + self.rotation) % self.workers
         skipped: Counter[str] = Counter()
         start = self.start.get(consumer, 0)
-        for position, row in enumerate(self._rows(consumer, start), start=start + 1):
+        for position, (sample_id, row) in enumerate(self._rows(consumer, start), start=start + 1):
             document = render(row["images"], row[self.cfg.text_column], self.processor.image_token,
                               self.cfg.max_images_per_sample)  # fmt: skip
             encoded = encode(document, self.processor, self.max_length)
             if isinstance(encoded, str):
                 skipped[encoded] += 1
                 continue
-            yield Item(encoded, consumer, position, skipped)
+            yield Item(encoded, sample_id, consumer, position, skipped)
             skipped = Counter()
 
-    def _rows(self, consumer: int, start: int) -> Iterator[dict]:
+    def _rows(self, consumer: int, start: int) -> Iterator[tuple[int, dict]]:
         """The rows of this consumer's order from `start` on; each epoch reads its row groups once, in order."""
         columns = ["images", self.cfg.text_column]
         base = 0
@@ -133,7 +139,7 @@ class ShardStream(IterableDataset):
                     unit = next(pending)
                     rows = read_unit(unit, columns)
                     held.update({unit.first_id + i: row for i, row in enumerate(rows) if unit.first_id + i in needed})
-                yield held.pop(sample_id)
+                yield sample_id, held.pop(sample_id)
 
 
 def _holds(unit: Unit, ids: set[int]) -> bool:
@@ -143,6 +149,7 @@ def _holds(unit: Unit, ids: set[int]) -> bool:
 def batches(items: list[Item], pad_token_id: int) -> Batch:
     """The dataloader's collate: one micro-batch, with where its consumer got to and what it skipped."""
     batch = collate([item.sample for item in items], pad_token_id)
+    batch.sample_ids = [item.sample_id for item in items]
     for item in items:
         batch.positions[item.consumer] = max(batch.positions.get(item.consumer, 0), item.position)
         batch.skipped.update(item.skipped)
