@@ -95,7 +95,7 @@ def choices_block(choices: list[str]) -> str:
 def _mathvision(row: dict[str, Any], index: int) -> dict[str, Any]:
     options = [str(option) for option in row.get("options") or []]
     answer = str(row["answer"]).strip()
-    question = re.sub(r"<image\d*>", "", row["question"]).strip()
+    question = re.sub(r" *<image\d*> *", " ", row["question"]).strip()
     if options:
         question = f"{question}\n{choices_block(options)}"
     if options and len(answer) == 1 and ord(answer) - ord("A") in range(len(options)):

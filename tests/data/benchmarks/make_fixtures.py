@@ -77,7 +77,7 @@ def okvqa_row(question_id: int, image: Image.Image, question: str, raw: list[str
 def okvqa() -> None:
     validation = [
         okvqa_row(1001, drawing(1), "What sport can you use this for?", ["skiing"] * 6 + ["ski"] * 4),
-        okvqa_row(1002, drawing(2), "What is the animal in the picture?", ["dogs"] * 10),
+        okvqa_row(1002, drawing(2), "What is the animal in the picture?", ["Dogs"] * 10),
         okvqa_row(1003, drawing(3), "How many wheels does it have?", ["two"] * 8 + ["2"] * 2),
     ]
     query = drawing(1)
