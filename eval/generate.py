@@ -124,7 +124,8 @@ class TransformersLlava:
 
 
 class VllmLlava:
-    """vLLM's offline engine; RoPE scaling goes in through `hf_overrides`, so a scaled run is its own engine."""
+    """vLLM's offline engine; RoPE scaling goes in through `hf_overrides` (a function of the HF config), so a
+    scaled run is its own engine."""
 
     def __init__(self, model: str, cfg: GenerationConfig, max_images: int) -> None:
         from transformers import AutoProcessor
@@ -147,12 +148,6 @@ class VllmLlava:
     def _engine(self, rope_scaled: bool) -> Any:
         if rope_scaled not in self._engines:
             self._engines.clear()  # one engine holds the GPU at a time
-            overrides = {}
-            if rope_scaled:
-                from transformers import AutoConfig
-
-                text_config = AutoConfig.from_pretrained(self.source).text_config
-                overrides = {"text_config": {"rope_parameters": scaled_rope(text_config, self.cfg.rope_scaling)}}
             self._engines[rope_scaled] = self._vllm.LLM(
                 model=self.source,
                 tensor_parallel_size=self.cfg.vllm.tensor_parallel_size,
@@ -160,9 +155,13 @@ class VllmLlava:
                 max_model_len=self.cfg.vllm.max_model_len,
                 dtype=self.cfg.vllm.dtype,
                 limit_mm_per_prompt={"image": self.max_images},
-                hf_overrides=overrides or None,
+                hf_overrides=self._scale_rope if rope_scaled else None,
             )
         return self._engines[rope_scaled]
+
+    def _scale_rope(self, config: Any) -> Any:
+        config.text_config.rope_parameters = scaled_rope(config.text_config, self.cfg.rope_scaling)
+        return config
 
     def generate(self, prompts: list[Prompt], rope_scaled: bool) -> list[Generation]:
         engine = self._engine(rope_scaled)

@@ -52,10 +52,12 @@ class EvalRun:
         return queries[: self.config.limit] if self.config.limit else queries
 
     def vectors(self, name: str, examples: list[Example]) -> np.ndarray:
-        if name not in self._vectors:
+        """Embeddings of a set's first len(examples) items (a limited query set is a prefix of its set)."""
+        key = f"{name}:{len(examples)}"
+        if key not in self._vectors:
             cache = Path(self.config.rices.cache_dir).expanduser()
-            self._vectors[name] = cached_embeddings(examples, load_embedder(self.config.rices), cache, name)
-        return self._vectors[name]
+            self._vectors[key] = cached_embeddings(examples, load_embedder(self.config.rices), cache, name)
+        return self._vectors[key]
 
     def generator(self) -> Generator:
         if self._generator is None:
@@ -99,8 +101,9 @@ class EvalRun:
             ]
         else:
             support_vectors = self.vectors(bench.support, support)
-            query_vectors = self.vectors(bench.queries, self.examples(bench.queries))
-            positions = {example.id: i for i, example in enumerate(self.examples(bench.queries))}
+            evaluated = self.queries(benchmark)
+            query_vectors = self.vectors(bench.queries, evaluated)
+            positions = {example.id: i for i, example in enumerate(evaluated)}
             picks = [
                 most_similar(query_vectors[positions[q.id]], support_vectors, shots, ex)
                 for q, ex in zip(queries, excluded, strict=True)
