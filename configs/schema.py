@@ -249,6 +249,7 @@ class PackConfig(Section):
 
 class ShardsConfig(Section):
     target_bytes: int = Field(ge=1)
+    keep_superseded_sets: int = Field(ge=0, description="superseded shard sets kept for readers that opened them")
 
 
 class SchedulesConfig(Section):

@@ -92,11 +92,12 @@ def plan_shards(engine: Engine, stage: Stage) -> Iterator[Unit]:
     packs = current_members(engine, [("pack", unit_id) for unit_id in engine.units("pack")])
     if not packs:
         return
-    reads = list(packs)
+    reads, topics = list(packs), []
     for ref in packs:
         _, videos = engine.units("pack")[ref[1]].payload
         reads += [("keyframes", video.video_id) for video in videos]
-    yield Unit(SHARDS_UNIT, tuple(reads), source="shards")
+        topics.append((ref[1], [video.video_id for video in videos]))
+    yield Unit(SHARDS_UNIT, tuple(reads), payload=topics, source="shards")
 
 
 def taxonomy_sections(config: PipelineConfig) -> tuple[str, ...]:
@@ -144,7 +145,7 @@ DAG = FRONT.extended(
     Stage("pack", "topic", code_version(pack, pack.VERSION), ("download", "interleave", "filter_meta"), ("pack",),
           schemas.PACK, pack.run, plan_topics),
     Stage("shards", "corpus", code_version(shards, shards.VERSION), ("pack", "keyframes"), ("shards",),
-          schemas.SHARD_SET, shards.run, plan_shards, retire=lambda out, stamp: retire_shards(out, stamp.fingerprint)),
+          schemas.SHARD_SET, shards.run, plan_shards, retire=lambda out, stamp: retire_shards(out)),
 )  # fmt: skip
 
 FRONT_STAGES = FRONT.names

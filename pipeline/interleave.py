@@ -41,6 +41,7 @@ def interleave_video(
                     "kind": "image",
                     "image_name": keyframe["name"],
                     "keyframe_id": keyframe["keyframe_id"],
+                    "image_time": keyframe["time"],
                     "text": None,
                     "text_ocr": text,
                 }

@@ -86,8 +86,9 @@ def pack_topic(
             for row in clip["rows"]:
                 if row["kind"] == "image":
                     current.images.append(
-                        {"video_id": video.video_id, "keyframe_id": row["keyframe_id"], "name": row["image_name"]}
-                    )
+                        {"video_id": video.video_id, "keyframe_id": row["keyframe_id"], "name": row["image_name"],
+                         "time": row["image_time"], "clip_id": row["clip_id"]}
+                    )  # fmt: skip
                     current.texts.append(None)
                     current.text_ocr_list.append(None)
                 else:
@@ -104,11 +105,13 @@ def _row(index: int, topic: str, sample: _Sample, details: dict[str, dict[str, A
         "source": "video2textbook",
         "videos": [{"video_id": video_id, **details.get(video_id, {})} for video_id in sample.videos],
         "clips": sample.clips,
+        # Each image position's identity, so any reader traces an image to its video without the stage tables.
+        "images": [{"position": position, **ref} for position, ref in enumerate(sample.images) if ref is not None],
     }
     return {
         "sample_index": index,
-        "images": sample.images,
-        "texts": sample.texts,
+        "image_refs": sample.images,
+        "segments": sample.texts,
         "text_ocr_list": sample.text_ocr_list,
         "metadata": json.dumps(metadata, sort_keys=True),
         "image_num": sample.image_num,

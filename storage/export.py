@@ -10,16 +10,12 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from storage.outdir import OutDir
-from storage.shards import SHARD_DIR, read_index
+from storage.shards import ShardSet
 
 
 def iter_samples(out: OutDir) -> Iterator[dict[str, Any]]:
-    index = read_index(out)
-    if index is None:
-        raise FileNotFoundError(f"no finished shards in {out.url}/{SHARD_DIR}")
-    for entry in index["shards"]:
-        with out.fs.open(out.path(SHARD_DIR, entry["file"]), "rb") as handle:
-            yield from pq.read_table(handle).to_pylist()
+    """The samples of the current set, pinned when the export starts: a set published meanwhile does not mix in."""
+    yield from ShardSet.open(out).samples()
 
 
 def export_published(out: OutDir, target: str | Path) -> dict[str, int]:

@@ -228,19 +228,24 @@ INTERLEAVE = pa.schema(
         ("kind", pa.string()),
         ("image_name", pa.string()),
         ("keyframe_id", pa.int64()),
+        ("image_time", pa.float64()),
         ("text", pa.string()),
         ("text_ocr", pa.string()),
         ("asr", pa.string()),
     ]
 )
 
-# Packed samples of one topic; images are referenced by keyframe, their bytes join only in the shards.
-IMAGE_REF = pa.struct([("video_id", pa.string()), ("keyframe_id", pa.int64()), ("name", pa.string())])
+# Packed samples of one topic; images are referenced by keyframe (`image_refs`, null at text positions), their
+# bytes join only in the shards. Text positions are `segments`: only shards have `images` and `texts` columns.
+IMAGE_REF = pa.struct(
+    [("video_id", pa.string()), ("keyframe_id", pa.int64()), ("name", pa.string()), ("time", pa.float64()),
+     ("clip_id", pa.int64())]
+)  # fmt: skip
 PACK = pa.schema(
     [
         ("sample_index", pa.int64()),
-        ("images", pa.list_(IMAGE_REF)),
-        ("texts", pa.list_(pa.string())),
+        ("image_refs", pa.list_(IMAGE_REF)),
+        ("segments", pa.list_(pa.string())),
         ("text_ocr_list", pa.list_(pa.string())),
         ("metadata", pa.string()),
         ("image_num", pa.int64()),

@@ -24,6 +24,7 @@ from pipeline.inputs import resolve_inputs
 from pipeline.media import ffmpeg_exe
 from pipeline.records import VideoInput
 from storage.outdir import OutDir
+from storage.shards import read_index
 
 DATA = Path(__file__).parent / "data"
 TRUTH = DATA / "make_sample"
@@ -63,6 +64,13 @@ def processed(tmp_path_factory: pytest.TempPathFactory, config: PipelineConfig) 
     engine, reports = run_all_stages(out, config, inputs.videos)
     files.finish(engine, reports, time.perf_counter() - started)
     return engine, inputs.videos
+
+
+def shard_files(out: OutDir | Path) -> list[str]:
+    """The current set's shard paths in order, from its index."""
+    out = out if isinstance(out, OutDir) else OutDir(out)
+    index = read_index(out)
+    return [out.path("shards", entry["file"]) for entry in index["shards"]] if index else []
 
 
 def ffmpeg(*args: str) -> None:

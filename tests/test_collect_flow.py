@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.conftest import shard_files
 from tests.test_end_to_end import textbook
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def test_subjects_to_shards(tmp_path: Path, media_server):
     kept = {row["video_id"] for row in videos if row["keep"]}
     assert kept, videos
     assert sorted(p.name for p in (out / "media").glob("*.mp4")) == sorted(f"{v}.mp4" for v in kept)
-    samples = pq.read_table(out / "shards" / "shard-00000.parquet").to_pylist()
+    samples = pq.read_table(shard_files(out)[0]).to_pylist()
     metadata = json.loads(samples[0]["metadata"])
     assert metadata["topic"] in {point["path"] for point in tree}
     source = metadata["videos"][0]

@@ -17,6 +17,7 @@ from pipeline.engine.engine import Engine
 from pipeline.inputs import resolve_inputs
 from storage.outdir import OutDir
 from storage.tables import read_table
+from tests.conftest import shard_files
 
 FAST_RETRY = {"download": {"attempts": 2, "backoff_seconds": 0.1}}
 
@@ -73,7 +74,7 @@ def test_url_manifest_beside_local_paths_runs_and_records_failures(tmp_path: Pat
     assert fetched["downloaded"] and fetched["title"].startswith("Gradient descent") and fetched["url"] == page
     local = read_table(workspace.out, workspace.out.stage_file("download", "lecture_part2")).to_pylist()[0]
     assert not local["downloaded"] and local["path"] == str(PART2)
-    assert workspace.out.exists(workspace.out.path("shards", "shard-00000.parquet"))
+    assert shard_files(workspace.out)
 
 
 def test_keep_media_false_deletes_the_download_once_every_reader_is_done(tmp_path: Path, media_server, config):
@@ -85,7 +86,7 @@ def test_keep_media_false_deletes_the_download_once_every_reader_is_done(tmp_pat
     workspace, _ = run_all_stages(OutDir(tmp_path / "out"), keep_none, resolve_inputs(manifest, config.input).videos)
     media = tmp_path / "out" / "media"
     assert not (media / "lecture_part2.mp4").exists() and (media / "lecture_part2.info.json").exists()
-    assert workspace.out.exists(workspace.out.path("shards", "shard-00000.parquet"))
+    assert shard_files(workspace.out)
 
 
 KILLED_DOWNLOAD = """

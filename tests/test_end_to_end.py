@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.dag import DAG
 from storage.shards import read_index
-from tests.conftest import DATA
+from tests.conftest import DATA, shard_files
 
 pytestmark = pytest.mark.slow
 
@@ -69,14 +69,25 @@ def test_run_skip_force_and_determinism(tmp_path: Path, processed):
     third = textbook("run", "--input", str(DATA), "--out", str(out), home=home)
     assert third.returncode == 0, third.stderr[-3000:]
     rows = stage_rows(out)
-    # Every stage reading the forced keyframes reruns; their tables come out the same, so pack and shards, named by
-    # interleave's content, stay current.
+    # Every stage reading the forced keyframes reruns; their tables come out the same, so pack, named by interleave's
+    # content, stays current; the shards copy the keyframes' bytes, so they are written again (the same bytes).
     per_video = set(DAG.downstream_of("keyframes")) - {"pack", "shards"}
-    assert {name for name, row in rows.items() if row["done"]} == per_video
+    assert {name for name, row in rows.items() if row["done"]} == per_video | {"shards"}
     assert all(rows[name]["skipped"] == 2 for name in ("probe", "asr", "clips", "keyframes"))
-    assert rows["pack"]["skipped"] == 1 and rows["shards"]["skipped"] == 1
-    recomputed = pq.read_table(out / "shards" / "shard-00000.parquet").to_pylist()
-    assert recomputed == pq.read_table(workspace.out.path("shards", "shard-00000.parquet")).to_pylist()
+    assert rows["pack"]["skipped"] == 1 and rows["shards"]["done"] == 1
+    recomputed = pq.read_table(shard_files(out)[0]).to_pylist()
+    assert recomputed == pq.read_table(shard_files(workspace.out)[0]).to_pylist()
+
+    # A setting whose recompute fails everywhere: nothing is current under it, whatever the last run left.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "clip_filter: {method: vlm}\nvlm: {openai: {base_url: 'http://127.0.0.1:9/v1'}}\n"
+        "run: {tasks: {model: {retries: 0}}}\n"
+    )
+    failed = textbook("run", "--config", str(broken), "--input", str(DATA), "--out", str(out), home=home)
+    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "shards: none produced" in failed.stdout and "failed x2: clip_filter" in failed.stdout
+    assert not list((out / "shards").glob("*.parquet")) and list((out / "stale" / "shards").rglob("*.parquet"))
 
 
 def test_bad_files_are_recorded_and_the_good_one_still_produces_shards(tmp_path: Path, mixed_folder: Path):
@@ -93,7 +104,7 @@ def test_bad_files_are_recorded_and_the_good_one_still_produces_shards(tmp_path:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"] == {"in": 4, "failed": 3, "dropped": {}} and summary["samples"] >= 1
     assert summary["failures"]["by_reason"]["probe: no audio stream"] == 1
-    assert pq.read_table(out / "shards" / "shard-00000.parquet").num_rows >= 1
+    assert pq.read_table(shard_files(out)[0]).num_rows >= 1
 
 
 def test_nothing_produced_exits_non_zero(tmp_path: Path, bad_videos: dict[str, Path]):

@@ -27,6 +27,7 @@ from pipeline.models.embed import load_image_embedder
 from pipeline.models.embed.efficientnet_lite import lite0_input
 from pipeline.records import StageOutput, unit_drop
 from storage.tables import read_table
+from tests.conftest import shard_files
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 BAR_BLUE = (0x2B, 0x7B, 0xB9)  # .bar in pipeline/metrics/report.py's CSS
@@ -154,7 +155,7 @@ def test_report_renders_the_funnel_and_thumbnails_in_chromium(processed, tmp_pat
     for stage in VIDEO_STAGES:
         assert f"<td>{stage.name}</td>" in dom
     thumbnails = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)"', dom)
-    shard = pq.read_table(out / "shards" / "shard-00000.parquet", columns=["image_num"])
+    shard = pq.read_table(shard_files(out)[0], columns=["image_num"])
     assert len(thumbnails) == sum(shard["image_num"].to_pylist()) > 0
     first_three = [Image.open(io.BytesIO(base64.b64decode(thumbnail))).convert("L") for thumbnail in thumbnails[:3]]
     assert first_three[0].width == workspace.config.report.thumbnail_width

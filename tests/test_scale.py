@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ import pytest
 from configs import load_config
 from pipeline.inputs import resolve_inputs
 from storage.outdir import OutDir
-from tests.conftest import PART2, run_all_stages
+from tests.conftest import PART2, run_all_stages, shard_files
 from tests.test_end_to_end import textbook
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,7 @@ def local_samples(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     config = load_config(None)
     out = OutDir(tmp_path_factory.mktemp("local") / "out")
     workspace, _ = run_all_stages(out, config, resolve_inputs(PART2, config.input).videos)
-    return pq.read_table(workspace.out.path("shards", "shard-00000.parquet")).to_pylist()
+    return pq.read_table(shard_files(workspace.out)[0]).to_pylist()
 
 
 @pytest.mark.parametrize("runner", ["ray", "dask"])
@@ -30,7 +31,7 @@ def test_cluster_runner_gives_the_local_shards(tmp_path: Path, local_samples, ru
     out = tmp_path / "out"
     result = textbook("run", "--input", str(PART2), "--out", str(out), "--runner", runner, home=tmp_path / "p")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert pq.read_table(out / "shards" / "shard-00000.parquet").to_pylist() == local_samples
+    assert pq.read_table(shard_files(out)[0]).to_pylist() == local_samples
 
 
 def test_s3_output_reads_back_identically(tmp_path: Path, local_samples, monkeypatch):
@@ -52,7 +53,8 @@ def test_s3_output_reads_back_identically(tmp_path: Path, local_samples, monkeyp
         result = textbook("run", "--input", str(PART2), "--out", "s3://textbook/run", home=tmp_path / "p")
         assert result.returncode == 0, result.stderr[-3000:]
         assert "s3://textbook/run/shards/" in result.stdout
-        with fs.open("textbook/run/shards/shard-00000.parquet", "rb") as handle:
+        (entry,) = json.loads(fs.cat("textbook/run/shards/index.json"))["shards"]
+        with fs.open(f"textbook/run/shards/{entry['file']}", "rb") as handle:
             assert pq.read_table(handle).to_pylist() == local_samples
         names = fs.find("textbook/run")
         assert not [name for name in names if name.endswith(".partial")]

@@ -2,18 +2,24 @@
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from configs import parse_config
+from pipeline.dag import DAG, PROCESS_STAGES
 from pipeline.engine.engine import Engine
+from pipeline.engine.local import run_stages
 from pipeline.pack import pack_topic
 from pipeline.records import VideoInput
 from storage import schemas
 from storage.export import describe_shard, export_published
-from storage.shards import read_index
+from storage.outdir import OutDir
+from storage.shards import ShardSet, read_index
+from tests.conftest import DATA
 
 NAME = re.compile(r"^[A-Za-z0-9._-]+@\d+\.\d_\d+\.\d#\d+\.jpg$")
 
@@ -99,12 +105,14 @@ def _fragment(video_id: str, clips: int, images_per_clip: int, words: int) -> li
                     "kind": "image",
                     "image_name": f"{video_id}@{clip}#{n}.jpg",
                     "keyframe_id": n,
+                    "image_time": float(n),
                     "text": None,
                     "text_ocr": "slide",
                 }
             )
         text = " ".join(["word"] * words)
-        rows.append({**span, "kind": "text", "image_name": None, "keyframe_id": None, "text": text, "text_ocr": text})
+        rows.append({**span, "kind": "text", "image_name": None, "keyframe_id": None, "image_time": None, "text": text,
+                     "text_ocr": text})  # fmt: skip
     return [{"position": i, **row} for i, row in enumerate(rows)]
 
 
@@ -124,3 +132,77 @@ def test_sample_without_images_is_kept(tmp_path, config):
     video = VideoInput("talk", "talk.mp4", "t", 0)
     samples = pack_topic("t", [(video, _fragment("talk", 2, 0, 5))], {}, cfg)
     assert len(samples) == 1 and samples[0]["image_num"] == 0 and samples[0]["text_num"] == 2
+
+
+def _topics_run(out: OutDir, config, topics: dict[str, str], force_keyframes: str | None = None) -> Engine:
+    """The processed sample again with each video under the topic given, one shard a topic (a tiny target)."""
+    one_per_topic = config.model_copy(update={"shards": config.shards.model_copy(update={"target_bytes": 1})})
+    videos = [VideoInput(video_id, str(DATA / f"{video_id}.mp4"), topic, order)
+              for order, (video_id, topic) in enumerate(topics.items())]  # fmt: skip
+    engine = Engine(out, one_per_topic, DAG, videos)
+    if force_keyframes:
+        engine.run_unit("keyframes", force_keyframes, force=True)
+    run_stages(engine, PROCESS_STAGES)
+    return engine
+
+
+def _set_samples(shard_set: ShardSet) -> list[tuple[str, list]]:
+    return [(json.loads(s["metadata"])["topic"], s["texts"]) for s in shard_set.samples()]
+
+
+def test_readers_see_one_whole_set_while_topics_are_added_and_changed(processed, tmp_path, config):
+    workspace, _ = processed
+    shutil.copytree(workspace.out.root, tmp_path / "out")
+    out = OutDir(tmp_path / "out")
+    _topics_run(out, config, {"lecture": "algebra"})
+    first = ShardSet.open(out)
+    before = _set_samples(first)
+    assert {topic for topic, _ in before} == {"algebra"}
+
+    _topics_run(out, config, {"lecture": "algebra", "lecture_part2": "geometry"})  # a collection adds a topic
+    second = ShardSet.open(out)
+    assert _set_samples(first) == before  # a reader of the old set still reads exactly it
+    after = _set_samples(second)
+    assert {topic for topic, _ in after} == {"algebra", "geometry"}
+    algebra = {entry["file"] for entry in first.shards}
+    assert algebra < {entry["file"] for entry in second.shards}  # the unchanged topic's shard is the same file
+    (algebra_file,) = [Path(out.path("shards", name)) for name in algebra]
+    written_at = algebra_file.stat().st_mtime_ns
+
+    _topics_run(out, config, {"lecture": "algebra", "lecture_part2": "geometry"}, force_keyframes="lecture_part2")
+    third = ShardSet.open(out)
+    assert algebra_file.stat().st_mtime_ns == written_at  # only the changed topic's shard was written again
+    topic_keys = {entry["topics"][0][0]: entry["topics"][0][1] for entry in second.shards}
+    changed = {topic for topic, key in (entry["topics"][0] for entry in third.shards) if topic_keys[topic] != key}
+    assert changed == {"geometry"}
+    assert _set_samples(second) == after and _set_samples(first) == before
+    assert sorted(Path(p).name for p in out.list("shards") if p.endswith(".parquet")) == sorted(
+        entry["file"] for entry in third.shards
+    )
+
+
+def test_every_image_traces_to_its_keyframe_through_the_metadata(processed):
+    workspace, _ = processed
+    keyframes = {}
+    for shard_path in _shard_paths(workspace):
+        for sample in pq.read_table(shard_path).to_pylist():
+            identities = json.loads(sample["metadata"])["images"]
+            positions = [i for i, image in enumerate(sample["images"]) if image is not None]
+            assert [identity["position"] for identity in identities] == positions
+            for identity in identities:
+                video = identity["video_id"]
+                if video not in keyframes:
+                    rows = workspace.table(("keyframes", video)).to_pylist()
+                    keyframes[video] = {row["keyframe_id"]: row for row in rows}
+                keyframe = keyframes[video][identity["keyframe_id"]]
+                image = sample["images"][identity["position"]]
+                assert image["path"] == identity["name"] == keyframe["name"] and image["bytes"] == keyframe["jpeg"]
+                assert (identity["time"], identity["clip_id"]) == (keyframe["time"], keyframe["clip_id"])
+    assert keyframes
+
+
+def test_only_shards_have_images_and_texts_columns(processed):
+    workspace, _ = processed
+    found = [Path(path) for path in Path(workspace.out.root).rglob("*.parquet")]
+    with_both = [path for path in found if {"images", "texts"} <= set(pq.read_schema(path).names)]
+    assert with_both and all(path.parent.name == "shards" for path in with_both), with_both

@@ -249,7 +249,8 @@ class Engine:
                 raise KeyError(f"{stage.name}/{unit.unit_id} reads {'/'.join(ref)}, which its plan does not declare")
             return self.table(ref)
 
-        return stage.run(UnitWork(stage.name, unit, self.config, tables, self.media_dir, self.out))
+        fingerprints = {ref: self.current(ref) for ref in unit.reads}
+        return stage.run(UnitWork(stage.name, unit, self.config, tables, self.media_dir, fingerprints, self.out))
 
     def upstream_drop(self, reads: Iterable[ResultRef]) -> dict[str, str] | None:
         """The drop (filter stage, reason) of a unit a filter upstream dropped: it passes down the DAG as empty

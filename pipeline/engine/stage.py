@@ -56,6 +56,7 @@ class UnitWork:
     config: PipelineConfig
     tables: Callable[[ResultRef], pa.Table]
     media_dir: Path | None = None
+    fingerprints: dict[ResultRef, str] = field(default_factory=dict)  # of every read, all current
     out: OutDir | None = None  # for a stage that publishes files beyond its table (shards)
 
     def read(self, stage: str, unit_id: str | None = None) -> pa.Table:

@@ -224,11 +224,13 @@ def pooled_insi_sim(per_shard: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def insi_sim_key(config: PipelineConfig, shards_fingerprint: str | None) -> str:
-    """What an InSI-SIM figure depends on: the shards and the settings; a rerun with both unchanged reuses it."""
+def insi_sim_key(config: PipelineConfig) -> str:
+    """What an InSI-SIM figure depends on besides its shard (named by its content): the embedder and the metric's
+    settings. A shard whose file and key are unchanged keeps its figure, so publishing a set that rewrote one
+    shard scores only that one."""
     embeddings = config.embeddings
     settings = [embeddings.image_backend, embeddings.image_model, embeddings.image_pretrained]
-    return digest([shards_fingerprint, settings, config.metrics.model_dump()])
+    return digest([settings, config.metrics.model_dump()])
 
 
 def read_shard_counts(out: OutDir, name: str) -> tuple[list[int], list[int], list[str]]:
@@ -271,14 +273,14 @@ def compute_metrics(
     video_ids: list[str],
     stamps: StageStats,
 ) -> dict[str, Any]:
-    """Every figure of metrics.json from `stamps` (stage_stamps); InSI-SIM is reused from the last metrics.json
-    when its key is unchanged."""
+    """Every figure of metrics.json from `stamps` (stage_stamps); a shard's InSI-SIM is reused from the last
+    metrics.json when the shard and the key are unchanged."""
     previous_path = out.path(METRICS_FILE)
     previous = out.read_json(previous_path) if out.exists(previous_path) else None
     index = read_index(out) or {"shards": []}
     failures = read_failures(out)
-    shards_fingerprint = digest([entry["digest"] for entry in index["shards"]]) if index["shards"] else None
-    key = insi_sim_key(config, shards_fingerprint)
+    shards_fingerprint = index.get("set")
+    key = insi_sim_key(config)
     reused = previous.get("shards", {}) if previous and previous.get("insi_sim", {}).get("key") == key else {}
     shards, all_images, all_tokens = {}, [], []
     for entry in index["shards"]:
