@@ -93,11 +93,13 @@ class TransformersLlava:
 
         with self._lock, torch.inference_mode():
             model, limit = self._model(rope_scaled), self._limit(rope_scaled)
-            encoded = [self._encode([prompt]) for prompt in prompts]
-            lengths = [int(batch["input_ids"].shape[1]) for batch in encoded]
+            batch = self._encode(prompts)
+            lengths = [int(n) for n in batch["attention_mask"].sum(dim=1)]
             fits = [n + p.max_new_tokens <= limit for n, p in zip(lengths, prompts, strict=True)]
             runnable = [prompt for prompt, fit in zip(prompts, fits, strict=True) if fit]
-            texts = iter(self._generate(model, runnable) if runnable else [])
+            if runnable and len(runnable) < len(prompts):
+                batch = self._encode(runnable)
+            texts = iter(self._generate(model, batch, runnable) if runnable else [])
             return [
                 Generation(next(texts) if fit else "", length, not fit)
                 for length, fit in zip(lengths, fits, strict=True)
@@ -109,8 +111,8 @@ class TransformersLlava:
             text=[prompt.text for prompt in prompts], images=images, return_tensors="pt", padding=True
         )
 
-    def _generate(self, model: Any, prompts: list[Prompt]) -> list[str]:
-        batch = self._encode(prompts).to(model.device)
+    def _generate(self, model: Any, batch: Any, prompts: list[Prompt]) -> list[str]:
+        batch = batch.to(model.device)
         tokenizer = self.processor.tokenizer
         output = model.generate(
             **batch,

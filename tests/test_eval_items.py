@@ -149,3 +149,9 @@ def test_images_are_padded_to_a_square_with_the_fill_colour() -> None:
     )
     assert [image.size for image in prompt_images(prompt, (0, 0, 0))] == [(40, 40)]
     assert [image.size for image in prompt_images(prompt, None)] == [(40, 20)]
+
+
+def test_the_hub_route_reads_a_dataset_repository_through_datasets(config: EvalConfig) -> None:
+    """`datasets.load_dataset` takes a local repository folder as it takes a hub id: the hub code path, offline."""
+    hub = config.datasets["okvqa_val"].model_copy(update={"path": None, "hub": str(FIXTURES / "okvqa")})
+    assert load_examples("okvqa_val", hub, []) == examples(config, "okvqa_val")
