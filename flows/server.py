@@ -51,7 +51,10 @@ def run_server(host: str, port: int) -> int:
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps({"api_url": f"{ui_url}/api", "ui_url": ui_url}))
     print(f"Prefect UI: {ui_url}  (textbook commands run here while this server is up; Ctrl-C stops it)", flush=True)
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_URL": ui_url}
+    # The UI page asks its API at a path relative to wherever it was loaded from, so it works on any port and
+    # behind any host name or tunnel (Prefect's default, built from the default port, would send it to :4200).
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_URL": ui_url,
+           "PREFECT_UI_API_URL": "/api"}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     try:

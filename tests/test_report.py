@@ -132,9 +132,12 @@ def chromium() -> str:
     return found
 
 
-def browse(report: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+def browse(page: Path | str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on a file or a URL (loopback only: background networking is off)."""
+    target = page.as_uri() if isinstance(page, Path) else page
     command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={profile}", "--force-device-scale-factor=1", *args, report.as_uri()]  # fmt: skip
+               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+               f"--user-data-dir={profile}", "--force-device-scale-factor=1", *args, target]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import PART2, shard_files
+from tests.test_report import browse
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +82,12 @@ def test_served_deployment_is_scheduled_and_a_triggered_run_completes(tmp_path: 
         artifacts = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["run-summary"]}}})
         assert artifacts and "| asr |" in artifacts[0]["data"]
         assert shard_files(out)
+
+        # The UI, served on this non-default port, talks to its own API and lists the run.
+        name = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["name"]
+        page = f"http://127.0.0.1:{port}/runs/flow-run/{run_id}"
+        dom = browse(page, tmp_path / "profile", "--virtual-time-budget=30000", "--dump-dom").stdout
+        assert "Can't connect to Server API" not in dom and name in dom, dom[-2000:]
 
         rerun = subprocess.run([*textbook, "stage", "asr", "--out", str(out), "--deployment"], env=env,
                                capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
