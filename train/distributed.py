@@ -83,7 +83,13 @@ def shard(model: LlavaForConditionalGeneration, param_dtype: torch.dtype | None)
     """FSDP2 full shard: each transformer block of both towers is a unit gathered only while it runs, then the root
     (embeddings, projector, head). `param_dtype` bf16 computes in bf16 and reduces gradients in float32."""
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
-    blocks = [*model.model.vision_tower.vision_model.encoder.layers, *model.model.language_model.layers]
-    for block in blocks:
+    for block in [*_blocks(model.model.vision_tower), *_blocks(model.model.language_model)]:
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
+
+
+def _blocks(tower: torch.nn.Module) -> torch.nn.ModuleList:
+    """A tower's stack of transformer blocks (`layers`, wherever its class nests it)."""
+    return next(
+        m for name, m in tower.named_modules() if name.endswith("layers") and isinstance(m, torch.nn.ModuleList)
+    )

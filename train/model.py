@@ -14,7 +14,6 @@ from tokenizers import AddedToken
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
-    AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
     LlavaConfig,
@@ -98,10 +97,11 @@ def _assemble(cfg: ModelConfig, vocab_size: int, image_token_id: int) -> LlavaFo
         vision_feature_layer=cfg.vision_feature_layer,
     )
     model = LlavaForConditionalGeneration(config)
-    if cfg.vision_tower.source is not None:
-        tower = AutoModel.from_pretrained(local_source(cfg.vision_tower.source, cfg.model_cache_dir))
-        tower = getattr(tower, "vision_model", tower)
-        model.model.vision_tower.vision_model.load_state_dict(tower.state_dict(), strict=False)
+    if cfg.vision_tower.source is not None:  # the tower's own class reads the vision half of a whole CLIP too
+        tower = type(model.model.vision_tower).from_pretrained(
+            local_source(cfg.vision_tower.source, cfg.model_cache_dir)
+        )
+        model.model.vision_tower.load_state_dict(tower.state_dict())
     if cfg.language_model.source is not None:
         source = local_source(cfg.language_model.source, cfg.model_cache_dir)
         language_model = AutoModelForCausalLM.from_pretrained(source)

@@ -94,8 +94,8 @@ class Trainer:
         self.use_shards(ShardList.open(shards))
         warmup = math.ceil(cfg.optim.warmup_ratio * self.total_steps)
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, num_warmup_steps=warmup)
-        self.state: dict[str, Any] = {"step": 0, "micro_batches": 0, "positions": {}, "history": [],
-                                      "skipped": {}, "dropped_images": {}, "shards": self.shards.to_json()}  # fmt: skip
+        self.state: dict[str, Any] = {"step": 0, "micro_batches": 0, "positions": {}, "history": [], "skipped": {},
+                                      "dropped_images": {}, "shards": self.shards.to_json()}  # fmt: skip
 
     def use_shards(self, shards: ShardList) -> None:
         self.shards = shards
@@ -167,7 +167,9 @@ class Trainer:
         return StepResult(loss / self.processes.world_size, grad_norm, int(tokens), int(images), flops)
 
     def record(self, micro: list[Batch], result: StepResult, seconds: float) -> dict[str, Any]:
+        """The step's log entry, with the samples each rank trained on (so a run's data order can be checked)."""
         state = self.state
+        sample_ids = gather_objects([i for batch in micro for i in batch.sample_ids], self.processes)
         state["step"] += 1
         state["micro_batches"] += len(micro)
         for batch in micro:
@@ -188,6 +190,7 @@ class Trainer:
             "tokens_per_s": result.tokens / seconds,
             "images_per_s": result.images / seconds,
             "mfu": mfu,
+            "sample_ids": sample_ids,
         }
         state["history"].append(entry)
         return entry

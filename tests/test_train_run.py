@@ -1,0 +1,234 @@
+"""Training the tiny LLaVA of `configs/train-tiny.yaml` on shards of real keyframes: the loss falls, the images
+matter, a resumed run continues the uninterrupted one, two processes train as one, and the saved model generates."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from PIL import Image
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+from configs.train import TrainConfig, load_train_config
+from pipeline.frames import encode_jpeg
+from pipeline.media import sample_frames
+from tests.test_train_stream import write_shard_set
+from train import checkpoint
+from train.distributed import Processes
+from train.run import MODEL_DIR, train
+from train.shardset import ShardList, list_units
+from train.stream import ShardStream
+
+DATA = Path(__file__).parent / "data"
+REAL_SLIDES = Path(__file__).parents[2] / "shared" / "data" / "real-slides"
+CONFIG = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
+SAMPLES = 48
+PAIRS_PER_SAMPLE = 3
+STEPS = 40
+RESUME_AT = 20
+
+
+WORDS_PER_TEXT = 4  # short texts: the tiny model learns which text follows which picture in a few dozen steps
+
+
+def _slide_pairs(video: Path, segments: list[tuple[float, str]]) -> list[tuple[bytes, str]]:
+    """(JPEG of the frame shown at each time, the first words of the narration over it)."""
+    seconds = [int(time) for time, _ in segments]
+    frames = sample_frames(str(video), 1.0, (224, 126), gray=False, only=seconds)
+    by_second = dict(zip(sorted(set(seconds)), frames, strict=True))
+    return [
+        (encode_jpeg(by_second[second], 85), " ".join(text.split()[:WORDS_PER_TEXT]))
+        for second, (_, text) in zip(seconds, segments, strict=True)
+    ]
+
+
+def _lecture_segments() -> list[tuple[float, str]]:
+    """Mid-slide times and narrations of the bundled lecture, each picture once (no blank, no returning slide)."""
+    truth = json.loads((DATA / "make_sample" / "lecture.json").read_text())
+    segments = []
+    for slide in truth["slides"]:
+        words = [n["text"] for n in truth["narration"] if slide["start"] <= n["start"] < slide["end"]]
+        if words and slide["kind"] not in ("blank", "return"):
+            segments.append(((slide["start"] + slide["end"]) / 2, " ".join(words)))
+    return segments
+
+
+def _real_slides_segments() -> list[tuple[float, str]]:
+    truth = json.loads((REAL_SLIDES / "truth.json").read_text())
+    return [
+        ((s["start"] + s["end"]) / 2, s["narration"])
+        for s in truth["timeline"]
+        if s.get("narration") and s["kind"] not in ("zoom", "return")
+    ]
+
+
+def _rows(pairs: list[tuple[bytes, str]], count: int, seed: int) -> list[dict]:
+    """Samples of PAIRS_PER_SAMPLE (keyframe, its narration) pairs drawn at random: the text after an image is
+    predictable from that image only."""
+    rng = random.Random(seed)
+    rows = []
+    for n in range(count):
+        chosen = rng.sample(range(len(pairs)), PAIRS_PER_SAMPLE)
+        images, texts = [], []
+        for index in chosen:
+            jpeg, text = pairs[index]
+            images += [{"bytes": jpeg, "path": f"pair{index}.jpg"}, None]
+            texts += [None, text]
+        rows.append({
+            "images": images, "texts": texts, "text_ocr_list": texts, "image_num": PAIRS_PER_SAMPLE,
+            "text_num": PAIRS_PER_SAMPLE, "token_num": 0, "metadata": json.dumps({"sample": n, "pairs": chosen}),
+        })  # fmt: skip
+    return rows
+
+
+def keyframe_rows() -> list[dict]:
+    pairs = _slide_pairs(DATA / "lecture.mp4", _lecture_segments())
+    pairs += _slide_pairs(REAL_SLIDES / "real_slides.mp4", _real_slides_segments())
+    return _rows(pairs, SAMPLES, seed=0)
+
+
+@pytest.fixture(scope="session")
+def keyframe_shards(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """48 samples of real keyframes (the bundled lecture and real-slides) in two shards."""
+    if not REAL_SLIDES.is_dir():
+        pytest.skip(f"{REAL_SLIDES} is missing (the shared development data)")
+    return write_shard_set(tmp_path_factory.mktemp("train") / "shards", keyframe_rows(), SAMPLES // 2, SAMPLES)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> TrainConfig:
+    return load_train_config(CONFIG, {"run.max_steps": STEPS, "run.checkpoint_every": RESUME_AT,
+                                      "run.keep_checkpoints": 3, "run.epochs": 3})  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, keyframe_shards: str, tiny_config: TrainConfig) -> Path:
+    run = tmp_path_factory.mktemp("run") / "run"
+    train(tiny_config, keyframe_shards, run)
+    return run
+
+
+def test_tiny_llava_trains_on_keyframe_shards_and_its_loss_falls(trained: Path):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    losses = [entry["loss"] for entry in metrics["history"]]
+    assert metrics["steps"] == STEPS and metrics["samples_in_shards"] == SAMPLES
+    assert losses[0] > 10 and sum(losses[-5:]) / 5 < losses[0] - 5  # ln(49153) = 10.8 at random init
+    assert metrics["tokens_per_s"] > 0 and metrics["images_per_s"] > 0 and metrics["images"] == STEPS * 2 * 3
+    assert metrics["mfu"] is None and "unmeasured" in metrics["mfu_note"]  # no GPU here
+    assert (trained / "loss.png").stat().st_size > 10_000
+
+
+def _mean_loss(model, samples, pixel_values) -> float:
+    """The mean loss per target token over `samples`, each given `pixel_values` of its own number of images."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for sample, pixels in zip(samples, pixel_values, strict=True):
+            output = model(input_ids=sample.input_ids[None], labels=sample.labels[None], pixel_values=pixels)
+            targets = int((sample.labels[1:] != -100).sum())
+            total, count = total + output.loss.item() * targets, count + targets
+    return total / count
+
+
+def test_saved_model_scores_true_images_better_than_shuffled_ones(trained: Path, keyframe_shards, tiny_config):
+    """A model that reads its images predicts the text after each one better with the right picture than with
+    another sample's (a wrongly wired image token scores both alike)."""
+    model = LlavaForConditionalGeneration.from_pretrained(trained / MODEL_DIR).eval()
+    processor = LlavaProcessor.from_pretrained(trained / MODEL_DIR)
+    data = tiny_config.data.model_copy(update={"shuffle": False})
+    stream = ShardStream(list_units(ShardList.open(keyframe_shards)), data, processor, 1024, rank=0, world_size=1,
+                         epochs=1, seed=0)  # fmt: skip
+    samples = [item.sample for item, _ in zip(stream, range(24), strict=False)]
+    true = _mean_loss(model, samples, [sample.pixel_values for sample in samples])
+    shuffled = _mean_loss(model, samples, [samples[(i + 1) % 24].pixel_values for i in range(24)])
+    assert shuffled - true > 0.1, (true, shuffled)
+
+
+def test_saved_model_loads_with_from_pretrained_and_generates(trained: Path, keyframe_shards: str):
+    model = LlavaForConditionalGeneration.from_pretrained(trained / MODEL_DIR).eval()
+    processor = LlavaProcessor.from_pretrained(trained / MODEL_DIR)
+    assert model.config.image_token_id == processor.image_token_id
+    first = pq.read_table(Path(keyframe_shards) / "shard-00000.parquet", columns=["images"]).to_pylist()[0]
+    picture = Image.open(io.BytesIO(first["images"][0]["bytes"]))
+    inputs = processor(text="<image>", images=[picture], return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    new = output[0, inputs["input_ids"].shape[1] :]
+    assert 1 <= len(new) <= 6 and processor.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def test_resume_from_a_checkpoint_reproduces_the_next_losses(trained: Path, keyframe_shards, tiny_config, tmp_path):
+    """A run resumed from step RESUME_AT's checkpoint (model, optimizer, scheduler, RNG, data position) repeats the
+    uninterrupted run's losses after it, to 1e-5 (measured: identical on CPU)."""
+    resumed = tmp_path / "resumed"
+    source = checkpoint.checkpoint_dir(trained, RESUME_AT)
+    shutil.copytree(source, checkpoint.checkpoint_dir(resumed, RESUME_AT))
+    metrics = train(tiny_config.model_copy(update={"run": tiny_config.run.model_copy(update={"save_model": False})}),
+                    keyframe_shards, resumed, resume=True)  # fmt: skip
+    whole = json.loads((trained / "metrics.json").read_text())["history"]
+    again = metrics["history"]
+    assert metrics["resumed_from"] == str(checkpoint.checkpoint_dir(resumed, RESUME_AT))
+    assert [e["sample_ids"] for e in again[RESUME_AT:]] == [e["sample_ids"] for e in whole[RESUME_AT:]]
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(again[RESUME_AT:], whole[RESUME_AT:], strict=True)) < 1e-5
+    assert [e["lr"] for e in again] == [e["lr"] for e in whole]
+
+
+def test_a_killed_save_never_looks_complete(tmp_path, monkeypatch):
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    processes = Processes(rank=0, world_size=1, device=torch.device("cpu"), owns_group=False)
+    checkpoint.save(tmp_path, 1, model, optimizer, scheduler, {"step": 1}, processes, keep=2)
+
+    def killed(folder, state):
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(checkpoint, "_write_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path, 2, model, optimizer, scheduler, {"step": 2}, processes, keep=2)
+    assert (tmp_path / "checkpoints" / "step-00000002.partial").is_dir()
+    assert checkpoint.latest(tmp_path) == checkpoint.checkpoint_dir(tmp_path, 1)
+    monkeypatch.undo()
+    checkpoint.save(tmp_path, 3, model, optimizer, scheduler, {"step": 3}, processes, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000001", "step-00000003"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_torchrun_processes_split_the_samples_and_match_one_process(keyframe_shards, tiny_config, tmp_path):
+    """2 ranks (gloo, FSDP2 full shard) with 1 sample each per step against 1 process with both: the same global
+    batch, so the same losses (to 1e-4; the padding of the one-process batch and the reduction order differ). The
+    samples are in one row group, so the ranks take every other sample and one process reads them in order."""
+    rows = [row for file in sorted(Path(keyframe_shards).glob("*.parquet")) for row in pq.read_table(file).to_pylist()]
+    keyframe_shards = write_shard_set(tmp_path / "one-group", rows, SAMPLES, SAMPLES)
+    steps = ["run.max_steps=4", "data.shuffle=false", "data.num_workers=0", "run.save_model=false", "run.threads=1"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(_free_port()), "-m", "train", "--config", str(CONFIG), "--shards", keyframe_shards,
+               "--out", str(tmp_path / "two"), "--set", "run.batch_size=1"]  # fmt: skip
+    for item in steps:
+        command += ["--set", item]
+    environment = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in steps)}
+    one = train(load_train_config(CONFIG, {**overrides, "run.batch_size": 2}), keyframe_shards, tmp_path / "one")
+    assert two["world_size"] == 2 and two["steps"] == one["steps"] == 4
+    for step_two, step_one in zip(two["history"], one["history"], strict=True):
+        rank0, rank1 = step_two["sample_ids"]
+        assert not set(rank0) & set(rank1)
+        assert sorted(rank0 + rank1) == sorted(step_one["sample_ids"][0])
+        assert abs(step_two["loss"] - step_one["loss"]) < 1e-4 * step_one["loss"]
