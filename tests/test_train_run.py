@@ -26,6 +26,8 @@ from pipeline.media import sample_frames
 from tests.test_train_stream import write_shard_set
 from train import checkpoint
 from train.distributed import Processes
+from train.model import build_model
+from train.parts import set_trainable
 from train.run import MODEL_DIR, train
 from train.shardset import ShardList, list_units
 from train.stream import ShardStream
@@ -232,3 +234,30 @@ def test_two_torchrun_processes_split_the_samples_and_match_one_process(keyframe
         assert not set(rank0) & set(rank1)
         assert sorted(rank0 + rank1) == sorted(step_one["sample_ids"][0])
         assert abs(step_two["loss"] - step_one["loss"]) < 1e-4 * step_one["loss"]
+
+
+@pytest.mark.parametrize("trainable", ["projector", "projector+llm", "all"])
+def test_trainable_parts_follow_the_config(tiny_config, trainable):
+    model, _ = build_model(tiny_config.model, 0)
+    set_trainable(model, trainable, lora=False)
+    groups = {"vision": model.model.vision_tower, "projector": model.model.multi_modal_projector,
+              "language": model.model.language_model}  # fmt: skip
+    trains = {name: {p.requires_grad for p in part.parameters()} for name, part in groups.items()}
+    assert trains["projector"] == {True}
+    assert trains["language"] == {trainable != "projector"}
+    assert trains["vision"] == {trainable == "all"}
+
+
+def test_lora_trains_adapters_only_and_saves_them_merged(keyframe_shards, tiny_config, tmp_path):
+    lora = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    cfg = load_train_config(CONFIG, {"model.lora": lora, "run.max_steps": 3, "data.num_workers": 0})
+    train(cfg, keyframe_shards, tmp_path)
+    saved = LlavaForConditionalGeneration.from_pretrained(tmp_path / MODEL_DIR)
+    initial, _ = build_model(cfg.model, cfg.run.seed)
+    assert not any("lora" in name for name, _ in saved.named_parameters())
+    before, after = initial.model.language_model.layers[0], saved.model.language_model.layers[0]
+    assert not torch.equal(before.self_attn.q_proj.weight, after.self_attn.q_proj.weight)  # adapters merged in
+    assert torch.equal(before.self_attn.k_proj.weight, after.self_attn.k_proj.weight)  # no adapter: frozen
+    assert torch.equal(before.mlp.up_proj.weight, after.mlp.up_proj.weight)
+    projector = (initial.model.multi_modal_projector, saved.model.multi_modal_projector)
+    assert not torch.equal(projector[0].linear_1.weight, projector[1].linear_1.weight)

@@ -1,1 +1,2 @@
-"""LLaVA interleaved pretraining from shards (arrives with the training issue)."""
+"""LLaVA interleaved pretraining from shards: `train.run.train(config, shards, out, resume)` or `python -m train`
+(under `torchrun` for several processes). No Prefect here; the flows wrap it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 import yaml
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     metrics = train(config, args.shards, args.out, resume=args.resume)
-    summary = {key: value for key, value in metrics.items() if key != "history"}
-    print(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # one summary, not one per torchrun process
+        print(json.dumps({key: value for key, value in metrics.items() if key != "history"}, indent=2))
     return 0
 
 

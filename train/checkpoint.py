@@ -99,7 +99,11 @@ def save(
         partial.mkdir(parents=True)
     barrier(processes)
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(partial))
+    dcp.save(
+        {"model": model_state, "optimizer": optimizer_state},
+        checkpoint_id=str(partial),
+        no_dist=not processes.distributed,
+    )
     torch.save({"rng": _rng_state(), "scheduler": scheduler.state_dict()}, partial / f"rank-{processes.rank}.pt")
     _fsync_tree(partial)
     barrier(processes)
@@ -124,7 +128,7 @@ def load(
     """Restore everything saved in `folder` into the live objects; returns the run state."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     saved = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(saved, checkpoint_id=str(folder))
+    dcp.load(saved, checkpoint_id=str(folder), no_dist=not processes.distributed)
     set_state_dict(model, optimizer, model_state_dict=saved["model"], optim_state_dict=saved["optimizer"])
     local = torch.load(folder / f"rank-{processes.rank}.pt", weights_only=False)
     scheduler.load_state_dict(local["scheduler"])

@@ -77,7 +77,7 @@ class Trainer:
             model = add_lora(model, cfg.model.lora)
         set_trainable(model, cfg.model.trainable, lora=cfg.model.lora is not None)
         if cfg.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.llava_config = model.config
         self.flops = FlopsModel.of(model)
         self.peak = peak_flops(processes.device, cfg.run.peak_flops)
