@@ -24,6 +24,7 @@ from eval.prompt import build_prompt
 from eval.report import accuracy_plot, average_by_shots, markdown_table
 from eval.rices import cached_embeddings, excluded_shots, load_embedder, most_similar, random_shots
 from eval.score import OVERFLOW, score_predictions
+from pipeline.models.assets import resolve_local
 from storage.outdir import OutDir
 from storage.tables import digest
 
@@ -36,6 +37,7 @@ class EvalRun:
     def __init__(self, config: EvalConfig, model: str, out: OutDir, max_shots: int) -> None:
         self.config = config
         self.model = model
+        self.model_identity = model_identity(model)
         self.out = out
         self.max_shots = max_shots
         self._sets: dict[str, list[Example]] = {}
@@ -74,8 +76,8 @@ class EvalRun:
         selection = "none" if shots == 0 else cfg.selection
         return digest(
             {
-                "model": self.model,
-                "benchmark": bench.model_dump(),
+                "model": self.model_identity,
+                "benchmark": bench.model_dump(exclude={"title", "scorer"}),
                 "sets": [cfg.datasets[bench.queries].model_dump(), cfg.datasets[bench.support].model_dump()],
                 "prompt": cfg.prompt.model_dump(),
                 "shots": shots,
@@ -163,6 +165,20 @@ class EvalRun:
         return result
 
 
+def model_identity(model: str) -> str:
+    """A local checkpoint by its files' names, sizes and modification times (a checkpoint retrained into the same
+    folder is another model), a hub id by its name."""
+    local = resolve_local(model)
+    if local is None:
+        return model
+    files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
+    stats = [
+        (str(p.relative_to(local)) if local.is_dir() else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in files
+    ]
+    return digest([model, stats])
+
+
 def read_jsonl(out: OutDir, path: str) -> list[dict[str, Any]]:
     if not out.exists(path):
         return []
@@ -188,6 +204,8 @@ def evaluate(
     if unknown:
         raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; configured: {', '.join(config.benchmarks)}")
     shot_counts = shots if shots is not None else config.shots
+    if not shot_counts or min(shot_counts) < 0:
+        raise ValueError(f"shot counts must be a non-empty list of numbers >= 0, got {shot_counts}")
     target = OutDir(out)
     run = EvalRun(config, model, target, max(shot_counts))
     cells = {name: {k: run.run_cell(name, k) for k in shot_counts} for name in names}

@@ -4,11 +4,13 @@ at 0 and 2 shots, resumed, and pushed past its context."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from configs.eval import EvalConfig, parse_eval_config
+from configs.schema import _merge
 from eval.__main__ import main
 from eval.run import evaluate, read_jsonl
 from storage.outdir import OutDir
@@ -107,9 +109,7 @@ def fixture_config(tmp_path: Path, **overrides: object) -> EvalConfig:
         "rices": {"cache_dir": str(tmp_path / "rices")},
         "generation": {"threads": 2},
     }
-    for key, value in overrides.items():
-        data[key] = value if not isinstance(value, dict) else {**data.get(key, {}), **value}
-    return parse_eval_config(data)
+    return parse_eval_config(_merge(data, overrides))
 
 
 def test_tiny_llava_on_every_benchmark_at_0_and_2_shots_then_resumed(tiny_llava: Path, tmp_path: Path) -> None:
@@ -149,6 +149,19 @@ def test_a_changed_template_regenerates_only_its_benchmark(tiny_llava: Path, tmp
     summary = evaluate(changed, str(tiny_llava), tmp_path / "out", ["okvqa", "textvqa"], [0])
     assert summary["cells"]["okvqa"]["0"]["generated_now"] == 2
     assert summary["cells"]["textvqa"]["0"]["generated_now"] == 0
+    rescored = fixture_config(tmp_path, benchmarks={"textvqa": {"scorer": "vqa", "title": "TextVQA (VQA scoring)"}})
+    summary = evaluate(rescored, str(tiny_llava), tmp_path / "out", ["textvqa"], [0])
+    assert summary["cells"]["textvqa"]["0"]["generated_now"] == 0  # another scorer rescores, it does not regenerate
+
+
+def test_a_checkpoint_retrained_in_place_is_another_model(tiny_llava: Path, tmp_path: Path) -> None:
+    config = fixture_config(tmp_path)
+    evaluate(config, str(tiny_llava), tmp_path / "out", ["scienceqa"], [0])
+    weights = tiny_llava / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    again = evaluate(config, str(tiny_llava), tmp_path / "out", ["scienceqa"], [0])
+    assert again["cells"]["scienceqa"]["0"]["generated_now"] == 2
 
 
 def test_a_prompt_past_the_context_is_recorded_not_truncated_and_rope_scaling_fits_it(
