@@ -3,6 +3,7 @@ at 0 and 2 shots, resumed, and pushed past its context."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from configs.eval import EvalConfig, parse_eval_config
 from configs.schema import _merge
 from eval.__main__ import main
+from eval.generate import load_generator
 from eval.run import evaluate, read_jsonl
 from storage.outdir import OutDir
 
@@ -194,3 +196,11 @@ def test_cli_writes_the_table_and_refuses_an_unknown_benchmark(
     assert json.loads((out / "scores" / "scienceqa-1shot.json").read_text())["selection"] == "random"
     assert main([*args[:2], "--benchmarks", "vqav2", "--out", str(out), "--config", str(config)]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_the_vllm_back_end_without_vllm_says_what_it_needs(tiny_llava: Path, tmp_path: Path) -> None:
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed: this checks the message of a machine without it")
+    generation = fixture_config(tmp_path).generation.model_copy(update={"backend": "vllm"})
+    with pytest.raises(RuntimeError, match="needs the vllm package"):
+        load_generator(str(tiny_llava), generation, 3)
