@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import CLIPVisionConfig, LlavaConfig
 
 from configs.train import load_train_config
 from train.batch import collate
-from train.model import build_model
+from train.model import build_model, build_processor, load_tokenizer
 from train.sample import IGNORE, Document, encode, render
 
 CONFIG = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
@@ -131,3 +132,14 @@ def test_images_are_padded_to_a_square_in_the_mean_colour_not_cropped(tiny):
     assert pixels.shape == (3, 56, 56)
     assert np.allclose(pixels[:, 28, 28].numpy(), white, atol=0.05)  # the picture in the middle
     assert np.abs(pixels[:, 2, :].numpy()).max() < 0.05  # the padding above it: the mean colour, 0 once normalised
+
+
+def test_a_vit_l14_336_tower_gives_576_embeddings_per_placeholder():
+    """LLaVA-1.5's count: 24 x 24 patches, CLS dropped; without patch size, CLS and select strategy the processor
+    counts 575."""
+    cfg = load_train_config(CONFIG)
+    tower = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024, num_attention_heads=16)
+    processor = build_processor(cfg.model, LlavaConfig(vision_config=tower), load_tokenizer(cfg.model))
+    inputs = processor(text="x<image>", images=[Image.new("RGB", (640, 360))], return_tensors="pt")
+    assert int((inputs["input_ids"] == processor.image_token_id).sum()) == 576
+    assert inputs["pixel_values"].shape == (1, 3, 336, 336)
