@@ -28,7 +28,7 @@ from train import checkpoint
 from train.distributed import Processes
 from train.model import build_model
 from train.parts import set_trainable
-from train.run import MODEL_DIR, train
+from train.run import MODEL_DIR, SAMPLES_LOG, train
 from train.shardset import ShardList, list_units
 from train.stream import ShardStream
 
@@ -131,6 +131,11 @@ def test_tiny_llava_trains_on_keyframe_shards_and_its_loss_falls(trained: Path):
     assert (trained / "loss.png").stat().st_size > 10_000
 
 
+def _samples(run: Path) -> list[list[list[int]]]:
+    """Per step, the sample ids each rank trained on."""
+    return [json.loads(line)["sample_ids"] for line in (run / SAMPLES_LOG).read_text().splitlines()]
+
+
 def _mean_loss(model, samples, pixel_values) -> float:
     """The mean loss per target token over `samples`, each given `pixel_values` of its own number of images."""
     total, count = 0.0, 0
@@ -179,7 +184,7 @@ def test_resume_from_a_checkpoint_reproduces_the_next_losses(trained: Path, keyf
     whole = json.loads((trained / "metrics.json").read_text())["history"]
     again = metrics["history"]
     assert metrics["resumed_from"] == str(checkpoint.checkpoint_dir(resumed, RESUME_AT))
-    assert [e["sample_ids"] for e in again[RESUME_AT:]] == [e["sample_ids"] for e in whole[RESUME_AT:]]
+    assert _samples(resumed) == _samples(trained)[RESUME_AT:]
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(again[RESUME_AT:], whole[RESUME_AT:], strict=True)) < 1e-5
     assert [e["lr"] for e in again] == [e["lr"] for e in whole]
 
@@ -210,30 +215,59 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_torchrun_processes_split_the_samples_and_match_one_process(keyframe_shards, tiny_config, tmp_path):
-    """2 ranks (gloo, FSDP2 full shard) with 1 sample each per step against 1 process with both: the same global
-    batch, so the same losses (to 1e-4; the padding of the one-process batch and the reduction order differ). The
-    samples are in one row group, so the ranks take every other sample and one process reads them in order."""
-    rows = [row for file in sorted(Path(keyframe_shards).glob("*.parquet")) for row in pq.read_table(file).to_pylist()]
-    keyframe_shards = write_shard_set(tmp_path / "one-group", rows, SAMPLES, SAMPLES)
-    steps = ["run.max_steps=4", "data.shuffle=false", "data.num_workers=0", "run.save_model=false", "run.threads=1"]
+TWO_PROCESS_SETTINGS = ["run.max_steps=4", "data.shuffle=false", "data.num_workers=0", "run.save_model=false",
+                        "run.threads=1", "run.checkpoint_every=2", "run.keep_checkpoints=2"]  # fmt: skip
+
+
+def _torchrun(shards: str, out: Path, *extra: str) -> dict:
+    """`python -m train` under torchrun: 2 processes on 127.0.0.1 (gloo, FSDP2 full shard), 1 sample each a step."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(_free_port()), "-m", "train", "--config", str(CONFIG), "--shards", keyframe_shards,
-               "--out", str(tmp_path / "two"), "--set", "run.batch_size=1"]  # fmt: skip
-    for item in steps:
+               "--master-port", str(_free_port()), "-m", "train", "--config", str(CONFIG), "--shards", shards,
+               "--out", str(out), "--set", "run.batch_size=1", *extra]  # fmt: skip
+    for item in TWO_PROCESS_SETTINGS:
         command += ["--set", item]
     environment = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in steps)}
-    one = train(load_train_config(CONFIG, {**overrides, "run.batch_size": 2}), keyframe_shards, tmp_path / "one")
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def one_group_shards(keyframe_shards: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The samples in one row group: two ranks take every other sample, and one process reads them in order."""
+    rows = [row for file in sorted(Path(keyframe_shards).glob("*.parquet")) for row in pq.read_table(file).to_pylist()]
+    return write_shard_set(tmp_path_factory.mktemp("one-group") / "shards", rows, SAMPLES, SAMPLES)
+
+
+@pytest.fixture(scope="session")
+def two_process_run(one_group_shards: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("two") / "run"
+    return out, _torchrun(one_group_shards, out)
+
+
+def test_two_torchrun_processes_split_the_samples_and_match_one_process(one_group_shards, two_process_run, tmp_path):
+    """The same global batch in 2 ranks of 1 sample or 1 process of 2 gives the same losses (to 1e-4: the padding of
+    the one-process batch and the order of the reduction differ)."""
+    run, two = two_process_run
+    overrides = {
+        key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in TWO_PROCESS_SETTINGS)
+    }
+    one = train(load_train_config(CONFIG, {**overrides, "run.batch_size": 2}), one_group_shards, tmp_path / "one")
     assert two["world_size"] == 2 and two["steps"] == one["steps"] == 4
+    for (rank0, rank1), (both,) in zip(_samples(run), _samples(tmp_path / "one"), strict=True):
+        assert not set(rank0) & set(rank1) and sorted(rank0 + rank1) == sorted(both)
     for step_two, step_one in zip(two["history"], one["history"], strict=True):
-        rank0, rank1 = step_two["sample_ids"]
-        assert not set(rank0) & set(rank1)
-        assert sorted(rank0 + rank1) == sorted(step_one["sample_ids"][0])
         assert abs(step_two["loss"] - step_one["loss"]) < 1e-4 * step_one["loss"]
+
+
+def test_two_torchrun_processes_resume_from_their_sharded_checkpoint(one_group_shards, two_process_run, tmp_path):
+    """Each rank loads its own FSDP shards, optimizer state and data position: steps 3-4 repeat to 1e-5."""
+    run, whole = two_process_run
+    shutil.copytree(checkpoint.checkpoint_dir(run, 2), checkpoint.checkpoint_dir(tmp_path, 2))
+    again = _torchrun(one_group_shards, tmp_path, "--resume")
+    assert again["resumed_from"] == str(checkpoint.checkpoint_dir(tmp_path, 2))
+    assert _samples(tmp_path) == _samples(run)[2:]
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(again["history"], whole["history"], strict=True)) < 1e-5
 
 
 @pytest.mark.parametrize("trainable", ["projector", "projector+llm", "all"])

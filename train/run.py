@@ -7,6 +7,7 @@ The run folder: `config.yaml`, `checkpoints/step-N/`, `metrics.json`, `loss.png`
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -34,6 +35,7 @@ from train.stream import ShardStream, loader
 
 logger = logging.getLogger(__name__)
 MODEL_DIR = "model"
+SAMPLES_LOG = "samples.jsonl"
 
 
 @dataclass
@@ -129,7 +131,16 @@ class Trainer:
             if pinned != self.shards:  # a newer set was published since: keep reading the one the run started on
                 self.use_shards(pinned)
             logger.info("resumed from %s (step %d)", latest, self.state["step"])
+            if self.processes.main:
+                self._forget_samples_after(self.state["step"])
         return latest
+
+    def _forget_samples_after(self, step: int) -> None:
+        """Steps an interrupted run logged after its last checkpoint are trained again: drop their lines."""
+        log = self.run / SAMPLES_LOG
+        if log.exists():
+            lines = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+            log.write_text("".join(line + "\n" for line in lines))
 
     def _autocast(self):
         if self.dtype is None or self.sharded:  # FSDP casts by its mixed-precision policy
@@ -167,7 +178,8 @@ class Trainer:
         return StepResult(loss / self.processes.world_size, grad_norm, int(tokens), int(images), flops)
 
     def record(self, micro: list[Batch], result: StepResult, seconds: float) -> dict[str, Any]:
-        """The step's log entry, with the samples each rank trained on (so a run's data order can be checked)."""
+        """The step's log entry; the samples each rank trained on go to `samples.jsonl` (a run's data order, to audit
+        or compare, kept out of the checkpointed state, which it would outgrow)."""
         state = self.state
         sample_ids = gather_objects([i for batch in micro for i in batch.sample_ids], self.processes)
         state["step"] += 1
@@ -190,9 +202,11 @@ class Trainer:
             "tokens_per_s": result.tokens / seconds,
             "images_per_s": result.images / seconds,
             "mfu": mfu,
-            "sample_ids": sample_ids,
         }
         state["history"].append(entry)
+        if self.processes.main:
+            with (self.run / SAMPLES_LOG).open("a") as log:
+                log.write(json.dumps({"step": state["step"], "sample_ids": sample_ids}) + "\n")
         return entry
 
     def shared_state(self) -> dict[str, Any]:
