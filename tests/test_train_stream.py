@@ -132,3 +132,21 @@ def test_a_sample_without_images_is_skipped_and_counted(tiny, tmp_path):
     shards = write_shard_set(tmp_path / "noimage", rows, 4, 4)
     batches = list(loader(_stream(tiny, shards, shuffle=False, num_workers=0), batch_size=4, pad_token_id=0))
     assert batches[0].sample_ids == [0, 2, 3, 0] and batches[0].skipped == {"no_image": 1}
+
+
+def test_resumed_workers_continue_the_dataloaders_turn(tiny, shards):
+    """With 2 workers the dataloader alternates between them; after an odd number of batches a resumed run must
+    start with the other worker's consumer, or its batches come in another order."""
+
+    def stream(start=None, rotation=0):
+        cfg, processor = tiny
+        units = list_units(ShardList.open(shards))
+        return ShardStream(units, cfg.data.model_copy(update={"num_workers": 2}), processor, 256, rank=0,
+                           world_size=1, epochs=1, seed=7, start=start, rotation=rotation)  # fmt: skip
+
+    whole = [batch.sample_ids for batch in loader(stream(), batch_size=3, pad_token_id=0)]
+    positions: dict[int, int] = {}
+    for batch in list(loader(stream(), batch_size=3, pad_token_id=0))[:5]:
+        positions.update(batch.positions)
+    resumed = [batch.sample_ids for batch in loader(stream(positions, rotation=5 % 2), batch_size=3, pad_token_id=0)]
+    assert resumed == whole[5:]
