@@ -44,7 +44,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for backend, cfg in configs.items():
             started = time.perf_counter()
-            segments, _, _ = transcribe_media(args.video, cfg)
+            segments, _, _, _ = transcribe_media(args.video, cfg)
             timings[backend].append(time.perf_counter() - started)
             words[backend] = sum(len(segment["words"]) for segment in segments)
     best = {backend: min(values) for backend, values in timings.items()}

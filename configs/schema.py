@@ -112,6 +112,15 @@ class AsrGuardsConfig(Section):
     )
 
 
+class AsrRecoveryConfig(Section):
+    """Speech a window lost (Whisper looping or guessing after a pause) decoded again on its own."""
+
+    enabled: bool
+    min_lost_seconds: float = Field(gt=0, description="a stretch of detected speech no good segment covers, this long")
+    vad_min_silence_ms: int = Field(ge=0, description="the Silero VAD's pause that separates two stretches of speech")
+    vad_speech_pad_ms: int = Field(ge=0, description="audio kept on both sides of a stretch of speech")
+
+
 class AsrConfig(Section):
     backend: Literal["faster-whisper", "openai-whisper"]
     model: str = Field(
@@ -127,6 +136,7 @@ class AsrConfig(Section):
     faster_whisper: FasterWhisperAsrConfig
     openai_whisper: OpenAiWhisperAsrConfig
     guards: AsrGuardsConfig
+    recovery: AsrRecoveryConfig
 
 
 class FilterAsrConfig(Section):

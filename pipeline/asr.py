@@ -14,18 +14,21 @@ import re
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from configs.schema import AsrConfig, AsrGuardsConfig
-from pipeline.audio import audio_chunks
+from pipeline.audio import SAMPLE_RATE, audio_chunks, speech_regions
 from pipeline.engine.stage import UnitWork
 from pipeline.language import detect_language
-from pipeline.models.asr import load_asr
+from pipeline.models.asr import AsrBackend, load_asr
 from pipeline.records import StageOutput
 from storage.schemas import ASR_NO_SPEECH_FLAG
 
-VERSION = 3
+VERSION = 4
 REPETITION = "repetition"
 HIGH_COMPRESSION_RATIO = "high_compression_ratio"
 LOW_AVG_LOGPROB = "low_avg_logprob"
+UNTRUSTED = frozenset({REPETITION, HIGH_COMPRESSION_RATIO, LOW_AVG_LOGPROB})  # what recovery decodes again
 
 
 def _shifted(segment: dict[str, Any], offset: float) -> dict[str, Any]:
@@ -33,18 +36,65 @@ def _shifted(segment: dict[str, Any], offset: float) -> dict[str, Any]:
     return {**segment, "start": segment["start"] + offset, "end": segment["end"] + offset, "words": words}
 
 
-def transcribe_media(path: str, cfg: AsrConfig) -> tuple[list[dict[str, Any]], str | None, float]:
-    """Segments of the whole media in media time, and the language heard with its probability. The language
-    heard in the first window with speech holds for the rest, so one video is transcribed in one language."""
+def uncovered(region: tuple[float, float], segments: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """The parts of a stretch of speech that none of `segments` covers."""
+    free = [region]
+    for segment in segments:
+        rest = []
+        for start, end in free:
+            if segment["end"] <= start or segment["start"] >= end:
+                rest.append((start, end))
+                continue
+            if segment["start"] > start:
+                rest.append((start, segment["start"]))
+            if segment["end"] < end:
+                rest.append((segment["end"], end))
+        free = rest
+    return free
+
+
+def recover_lost_speech(
+    samples: np.ndarray, segments: list[dict[str, Any]], backend: AsrBackend, language: str | None, cfg: AsrConfig
+) -> tuple[list[dict[str, Any]], float]:
+    """The window's segments with every stretch of speech that no trusted segment covers decoded again on its own
+    (a loop or a guess is untrusted); untrusted segments inside a recovered stretch give way to what it decoded.
+    Returns the segments in time order and the seconds recovered."""
+    flagged, _ = guard_segments(segments, cfg.guards)
+    trusted = [segment for segment in flagged if not UNTRUSTED.intersection(segment["flags"])]
+    regions = speech_regions(samples, cfg.recovery.vad_min_silence_ms, cfg.recovery.vad_speech_pad_ms)
+    lost = [part for region in regions for part in uncovered(region, trusted)
+            if part[1] - part[0] >= cfg.recovery.min_lost_seconds]  # fmt: skip
+    recovered = []
+    for start, end in lost:
+        piece = samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+        recovered += [_shifted(segment, start) for segment in backend.transcribe(piece, language).segments]
+    kept = [
+        segment
+        for segment, checked in zip(segments, flagged, strict=True)
+        if checked in trusted
+        or not any(start <= (segment["start"] + segment["end"]) / 2 <= end for start, end in lost)
+    ]
+    return sorted(kept + recovered, key=lambda segment: segment["start"]), sum(end - start for start, end in lost)
+
+
+def transcribe_media(path: str, cfg: AsrConfig) -> tuple[list[dict[str, Any]], str | None, float, float]:
+    """Segments of the whole media in media time, the language heard with its probability, and the seconds of
+    speech recovered. The language heard in the first window with speech holds for the rest, so one video is
+    transcribed in one language."""
     backend = load_asr(cfg)
     language, probability = cfg.language, 1.0 if cfg.language else 0.0
     segments: list[dict[str, Any]] = []
+    recovered_seconds = 0.0
     for chunk in audio_chunks(path, cfg.chunk_seconds):
         transcript = backend.transcribe(chunk.samples, language)
         if language is None and transcript.language is not None:
             language, probability = transcript.language, transcript.language_probability
-        segments += [_shifted(segment, chunk.start) for segment in transcript.segments]
-    return segments, language, probability
+        window = transcript.segments
+        if cfg.recovery.enabled:
+            window, seconds = recover_lost_speech(chunk.samples, window, backend, language, cfg)
+            recovered_seconds += seconds
+        segments += [_shifted(segment, chunk.start) for segment in window]
+    return segments, language, probability, recovered_seconds
 
 
 def words_of(text: str) -> list[str]:
@@ -98,7 +148,7 @@ def guard_segments(segments: list[dict[str, Any]], cfg: AsrGuardsConfig) -> tupl
 def asr_output(path: str, cfg: AsrConfig) -> StageOutput:
     """The asr table of one media file: kept segments as rows; the video's verdicts and the dropped segments, with
     their reasons, in the stats that storage keeps in the table's metadata."""
-    segments, language, probability = transcribe_media(path, cfg)
+    segments, language, probability, recovered_seconds = transcribe_media(path, cfg)
     segments, repetitive_share = guard_segments(segments, cfg.guards)
     rows, dropped = [], []
     for segment_id, segment in enumerate(segments):
@@ -117,6 +167,7 @@ def asr_output(path: str, cfg: AsrConfig) -> StageOutput:
         "words": sum(len(row["words"]) for row in rows),
         "flagged": sum(1 for row in rows if row["flags"]),
         "segments_dropped": len(dropped),
+        "recovered_seconds": round(recovered_seconds, 3),
         **{f"flagged_{reason}": count for reason, count in sorted(flags.items())},
     }
     values = {

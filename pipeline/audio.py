@@ -44,6 +44,14 @@ def _quietest_cut(samples: np.ndarray, search_samples: int) -> int:
     return first + quietest * CUT_FRAME_SAMPLES + CUT_FRAME_SAMPLES // 2
 
 
+def speech_regions(samples: np.ndarray, min_silence_ms: int, speech_pad_ms: int) -> list[tuple[float, float]]:
+    """Stretches of speech, in seconds from the start of `samples`, by the Silero VAD model faster-whisper ships."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(min_silence_duration_ms=min_silence_ms, speech_pad_ms=speech_pad_ms)
+    return [(r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE) for r in get_speech_timestamps(samples, options)]
+
+
 def audio_chunks(path: str, chunk_seconds: float) -> Iterator[AudioChunk]:
     """The media's audio in windows of at most `chunk_seconds`, in order, covering every sample once."""
     window = int(chunk_seconds * SAMPLE_RATE)

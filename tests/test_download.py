@@ -96,8 +96,8 @@ from pipeline.dag import DAG
 from pipeline.engine.engine import Engine
 from pipeline.records import VideoInput
 from storage.outdir import OutDir
-workspace = Workspace(OutDir(sys.argv[1]), parse_config({}))
-print(workspace.run_unit("download", "slow").status)
+engine = Engine(OutDir(sys.argv[1]), parse_config({}), DAG, [VideoInput("slow", sys.argv[2], "t", 0)])
+print(engine.run_unit("download", "slow").status)
 """
 
 
