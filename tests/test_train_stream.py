@@ -17,7 +17,7 @@ from transformers import LlavaProcessor
 from configs.train import TrainConfig, load_train_config
 from storage.schemas import SHARD
 from train.model import build_model
-from train.shardset import ShardList, list_units
+from train.shardset import ShardList, list_units, read_unit
 from train.stream import ShardStream, buffered_order, loader
 
 CONFIG = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
@@ -150,3 +150,20 @@ def test_resumed_workers_continue_the_dataloaders_turn(tiny, shards):
         positions.update(batch.positions)
     resumed = [batch.sample_ids for batch in loader(stream(positions, rotation=5 % 2), batch_size=3, pad_token_id=0)]
     assert resumed == whole[5:]
+
+
+def test_a_run_keeps_reading_the_set_it_pinned_after_a_newer_one_is_published(tmp_path):
+    """A publisher swaps index.json to a new set and moves the old set's shards to shards-superseded/<set>/: the
+    pinned list still finds and reads them, in their order."""
+    shards = Path(write_shard_set(tmp_path / "shards", numbered_rows(6), 3, 3))
+    pinned = ShardList.open(str(shards))
+    superseded = tmp_path / "shards-superseded" / "test"
+    superseded.mkdir(parents=True)
+    for name in pinned.files:
+        (shards / name).rename(superseded / name)
+    write_shard_set(tmp_path / "new", numbered_rows(2), 2, 2)
+    (shards / "index.json").write_text((tmp_path / "new" / "index.json").read_text().replace('"test"', '"newer"'))
+    assert ShardList.open(str(shards)).set_id == "newer"
+    units = list_units(ShardList.from_json(pinned.to_json()))
+    texts = [row["texts"][1] for unit in units for row in read_unit(unit, ["texts"])]
+    assert texts == [f"sample {n}" for n in range(6)]

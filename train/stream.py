@@ -105,7 +105,8 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[Item]:
         worker = get_worker_info()
         # The dataloader takes batches from its workers in turn, starting at worker 0; a resumed run rotates which
-        # consumer each worker serves so the turn continues where the interrupted run was.
+        # consumer each worker serves so the turn continues where the interrupted run was. (Once a worker runs dry
+        # the turn skips it, so a resume in an epoch's last, uneven batches may order them differently.)
         worker_id = worker.id if worker is not None else 0
         consumer = self.rank * self.workers + (worker_id + self.rotation) % self.workers
         skipped: Counter[str] = Counter()
