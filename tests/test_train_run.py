@@ -26,6 +26,7 @@ from pipeline.media import sample_frames
 from tests.test_train_stream import write_shard_set
 from train import checkpoint
 from train.distributed import Processes
+from train.flops import FlopsModel, peak_flops
 from train.model import build_model
 from train.parts import set_trainable
 from train.run import MODEL_DIR, SAMPLES_LOG, train
@@ -295,3 +296,22 @@ def test_lora_trains_adapters_only_and_saves_them_merged(keyframe_shards, tiny_c
     assert torch.equal(before.mlp.up_proj.weight, after.mlp.up_proj.weight)
     projector = (initial.model.multi_modal_projector, saved.model.multi_modal_projector)
     assert not torch.equal(projector[0].linear_1.weight, projector[1].linear_1.weight)
+
+
+def test_model_flops_count_trained_weights_six_times_frozen_twice_plus_attention(tiny_config):
+    """The tiny model's figures by hand: Llama 64 wide (q, o 64x64; k, v 64x32 for 2 of 4 heads; MLP 3 x 64x128)
+    in 2 layers and a 64 x 49153 head, all trained; projector 2 x 64x64 trained; CLIP 64 wide in 2 layers (4 x 64x64
+    + 2 x 64x128) and a 14x14x3 -> 64 patch convolution, frozen, over 16 patches and CLS."""
+    model, _ = build_model(tiny_config.model, 0)
+    set_trainable(model, "projector+llm", lora=False)
+    flops = FlopsModel.of(model)
+    text_weights = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) + 64 * 49153
+    assert flops.text_per_position == 6 * text_weights
+    assert flops.text_attention == 12 * 64 * 2
+    assert flops.projector_per_embedding == 6 * 2 * 64 * 64
+    vision_weights = 2 * (4 * 64 * 64 + 2 * 64 * 128) + 14 * 14 * 3 * 64
+    assert flops.vision_per_image == 17 * 2 * vision_weights + 4 * 17**2 * 64 * 2
+    assert flops.step([100, 50], images=3) == (
+        6 * text_weights * 150 + 12 * 64 * 2 * (100**2 + 50**2) + 3 * (flops.vision_per_image + 16 * 6 * 2 * 64 * 64)
+    )
+    assert peak_flops(torch.device("cpu"), None) is None and peak_flops(torch.device("cpu"), 1e15) == 1e15

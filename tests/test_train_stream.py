@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -167,3 +168,11 @@ def test_a_run_keeps_reading_the_set_it_pinned_after_a_newer_one_is_published(tm
     units = list_units(ShardList.from_json(pinned.to_json()))
     texts = [row["texts"][1] for unit in units for row in read_unit(unit, ["texts"])]
     assert texts == [f"sample {n}" for n in range(6)]
+
+
+def test_shards_on_an_fsspec_filesystem_read_the_same(tiny, shards):
+    """The stream reads through fsspec: the same set copied to an in-memory filesystem yields the same samples."""
+    memory = fsspec.filesystem("memory")
+    for file in Path(shards).iterdir():
+        memory.pipe(f"/train-test/shards/{file.name}", file.read_bytes())
+    assert _ids(_stream(tiny, "memory://train-test/shards")) == _ids(_stream(tiny, shards))
