@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from configs.schema import ConfigError
 from configs.train import TrainConfig, load_train_config
 from pipeline.frames import encode_jpeg
 from pipeline.media import sample_frames
@@ -315,3 +316,18 @@ def test_model_flops_count_trained_weights_six_times_frozen_twice_plus_attention
         6 * text_weights * 150 + 12 * 64 * 2 * (100**2 + 50**2) + 3 * (flops.vision_per_image + 16 * 6 * 2 * 64 * 64)
     )
     assert peak_flops(torch.device("cpu"), None) is None and peak_flops(torch.device("cpu"), 1e15) == 1e15
+
+
+def test_a_whole_llava_checkpoint_is_a_model_source_and_positions_are_checked(trained: Path):
+    """`model.source` (llava-hf/llava-1.5-7b-hf in production; here the run's own export) loads whole, with RoPE
+    scaling applied before the model is built; a model_max_length past the positions fails before any training."""
+    rope = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    cfg = load_train_config(CONFIG, {"model.source": str(trained / MODEL_DIR), "model.model_max_length": 4096,
+                                     "model.rope_parameters": rope})  # fmt: skip
+    model, processor = build_model(cfg.model, 0)
+    saved = LlavaForConditionalGeneration.from_pretrained(trained / MODEL_DIR)
+    assert torch.equal(model.lm_head.weight, saved.lm_head.weight)
+    assert model.config.text_config.max_position_embeddings == 4096 and processor.image_token_id == 49152
+    too_long = load_train_config(CONFIG, {"model.model_max_length": 4096})
+    with pytest.raises(ConfigError, match="rope_parameters"):
+        build_model(too_long.model, 0)

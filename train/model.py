@@ -146,10 +146,10 @@ def build_model(cfg: ModelConfig, seed: int) -> tuple[LlavaForConditionalGenerat
     image_token_id = tokenizer.convert_tokens_to_ids(cfg.image_token)
     torch.manual_seed(seed)  # every rank builds the same random parts
     if cfg.source is not None:
-        model = LlavaForConditionalGeneration.from_pretrained(
-            local_source(cfg.source, cfg.model_cache_dir), dtype=torch.float32
-        )
-        _check_positions(cfg, model.config.text_config)
+        source = local_source(cfg.source, cfg.model_cache_dir)
+        config = AutoConfig.from_pretrained(source)
+        _check_positions(cfg, config.text_config)  # before the model is built: its rotary tables follow the config
+        model = LlavaForConditionalGeneration.from_pretrained(source, config=config, dtype=torch.float32)
     else:
         model = _assemble(cfg, len(tokenizer), image_token_id)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
