@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_NOTHING_PRODUCED
     for path in inputs.ignored:
         print(f"ignored (not a video): {path}")
+    for repeat in inputs.duplicates:
+        print(f"skipped ({repeat['reason']} of {repeat['duplicate_of']}): {repeat['source']}")
     files = RunFiles.open(args.out)
     files.start(config, inputs)
     return _process(args.out, config, list(PROCESS_STAGES), None, args.force)

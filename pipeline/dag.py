@@ -31,10 +31,10 @@ from pipeline import (
     shards,
     taxonomy,
 )
-from pipeline.engine.engine import Engine, source_fingerprint
+from pipeline.engine.engine import Engine
 from pipeline.engine.plans import current_members, per_video
 from pipeline.engine.stage import Dag, Stage, Unit, code_version
-from pipeline.inputs import sanitize_id
+from pipeline.inputs import sanitize_id, source_fingerprint
 from storage import schemas
 from storage.shards import retire_shards
 

@@ -2,12 +2,15 @@
 
 Manifest entries may be http(s) URLs, fetched by the download stage. A `video_id` comes from the file name (or
 the URL), reduced to `[A-Za-z0-9._-]`; a collision gets a short hash of the source added, so two inputs never
-share files and no name can reach outside OUT.
+share files and no name can reach outside OUT. A video listed twice, or under two names with the same content, or
+as two URLs of one video, is kept once (the first) and the others are recorded with a reason code, so a corpus
+never holds a video twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +32,71 @@ class InputError(ValueError):
     """An input that names no usable video list."""
 
 
+SOURCE_SAMPLE_BYTES = 1 << 20
+DUPLICATE_CONTENT = "duplicate_content"
+DUPLICATE_URL = "duplicate_url"
+YOUTUBE_HOSTS = {"youtube.com", "www.youtube.com", "m.youtube.com", "youtu.be", "www.youtu.be"}
+
+
 @dataclass
 class ResolvedInputs:
     videos: list[VideoInput]
     ignored: list[str] = field(default_factory=list)
+    duplicates: list[dict[str, str]] = field(default_factory=list)  # source, duplicate_of, reason
+
+
+def source_fingerprint(path: str) -> str:
+    """Content identity of a source file from its size and first and last MiB: cheap even for long videos.
+    A URL is identified by itself: what it serves is pinned by the download stage's result."""
+    if is_url(path):
+        return hashlib.sha256(path.encode()).hexdigest()[:16]
+    if not os.path.isfile(path):
+        return "missing"
+    size = os.path.getsize(path)
+    sha = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        sha.update(handle.read(SOURCE_SAMPLE_BYTES))
+        if size > SOURCE_SAMPLE_BYTES:
+            handle.seek(max(SOURCE_SAMPLE_BYTES, size - SOURCE_SAMPLE_BYTES))
+            sha.update(handle.read(SOURCE_SAMPLE_BYTES))
+    return sha.hexdigest()[:16]
+
+
+def url_identity(url: str) -> str:
+    """One key for every spelling of one online video: YouTube's id from watch, short, embed and youtu.be links;
+    otherwise the URL without its scheme, fragment and a trailing slash."""
+    parsed = urlparse(url)
+    host = parsed.netloc.lower()
+    if host in YOUTUBE_HOSTS:
+        if video := parse_qs(parsed.query).get("v"):
+            return f"youtube:{video[0]}"
+        parts = [part for part in parsed.path.split("/") if part]
+        if parts and (host.endswith("youtu.be") or parts[0] in {"shorts", "embed", "live"}):
+            return f"youtube:{parts[-1]}"
+    query = f"?{parsed.query}" if parsed.query else ""
+    return f"{host}{parsed.path.rstrip('/')}{query}"
+
+
+def _identity(source: str) -> tuple[str, str]:
+    """(key, the reason code of a repeat): what makes two inputs the same video."""
+    if is_url(source):
+        return f"url:{url_identity(source)}", DUPLICATE_URL
+    fingerprint = source_fingerprint(source)
+    return (f"path:{source}" if fingerprint == "missing" else f"content:{fingerprint}"), DUPLICATE_CONTENT
+
+
+def deduplicate(entries: list[tuple[str, str | None]]) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
+    """The first entry of each video, in order, and a record for each repeat."""
+    first: dict[str, str] = {}
+    kept, repeats = [], []
+    for source, topic in entries:
+        key, reason = _identity(source)
+        if key in first:
+            repeats.append({"source": source, "duplicate_of": first[key], "reason": reason})
+            continue
+        first[key] = source
+        kept.append((source, topic))
+    return kept, repeats
 
 
 def sanitize_id(name: str) -> str:
@@ -77,7 +141,9 @@ def resolve_inputs(path: str | Path, cfg: InputConfig) -> ResolvedInputs:
         raise InputError(f"{path} is neither a video ({', '.join(sorted(extensions))}), a folder nor a manifest")
     if not entries:
         raise InputError(f"no videos in {path}")
-    return ResolvedInputs(videos=_assign_ids(entries, sanitize_id(default_topic)), ignored=ignored)
+    entries, duplicates = deduplicate(entries)
+    videos = _assign_ids(entries, sanitize_id(default_topic))
+    return ResolvedInputs(videos=videos, ignored=ignored, duplicates=duplicates)
 
 
 def _read_manifest(path: Path) -> list[tuple[str, str | None]]:

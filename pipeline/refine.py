@@ -3,8 +3,9 @@ that the rewrite is still that clip's speech before anything downstream uses it.
 
 One prompt per clip, all of a video's clips in one batched call through the LLM layer (cached: a rerun pays
 nothing twice), answers zipped back onto their clips, so ids and order cannot shift. A rewrite is accepted when
-its MiniLM cosine similarity to the source is at least `min_similarity`, its length is within the configured
-ratio of the source's, and the model finished it; otherwise the clip keeps its ASR and the row says why. Both
+it adds no structure the speech lacks (line breaks, list items, headings, a leading label), its MiniLM cosine
+similarity to the source is at least `min_similarity`, its length is within the configured ratio of the source's,
+and the model finished it; otherwise the clip keeps its ASR and the row says why. Both
 texts stay in the table: `refined_asr` is the model's answer whether accepted or not, `accepted` says which one
 interleave uses.
 """
@@ -21,7 +22,7 @@ from pipeline.models.embed import TextEmbedder, load_text_embedder
 from pipeline.models.llm import Llm, load_llm
 from pipeline.records import StageOutput, funnel
 
-VERSION = 1
+VERSION = 2
 ACCEPTED = "accepted"
 DISABLED = "disabled"
 NO_SPEECH = "no_speech"
@@ -29,6 +30,7 @@ EMPTY_ANSWER = "empty_answer"
 LOW_SIMILARITY = "low_similarity"
 LENGTH_RATIO = "length_ratio"
 TRUNCATED = "truncated"
+ADDED_STRUCTURE = "added_structure"
 
 # Small models open their answer with a label ("Corrected transcript: ..."): it is not part of the speech.
 ANSWER_LABEL = re.compile(
@@ -38,8 +40,21 @@ ANSWER_LABEL = re.compile(
 )
 
 
+# What a rewrite of speech must not add: a line break, a list item, a markdown heading or emphasis, or a leading
+# "Label:" the speech did not start with. Speech has none of them; a model that adds them writes a document.
+STRUCTURE = re.compile(r"\n|^\s*(?:[-*\u2022]|\d+[.)])\s|^\s*#|\*\*|__", re.MULTILINE)
+LEADING_LABEL = re.compile(r"^\s*[\w'-]+(?:\s+[\w'-]+)?\s*:")  # one or two words: a label, not a clause
+
+
 def clean_answer(text: str) -> str:
     return ANSWER_LABEL.sub("", text, count=1).strip()
+
+
+def added_structure(source: str, refined: str) -> bool:
+    """Whether the rewrite adds layout the speech does not have; words, casing and punctuation may change."""
+    if STRUCTURE.search(refined) and not STRUCTURE.search(source):
+        return True
+    return bool(LEADING_LABEL.match(refined)) and not LEADING_LABEL.match(source)
 
 
 def judge(source: str, refined: str, similarity: float, finished: bool, cfg: RefineConfig) -> tuple[str, float]:
@@ -47,6 +62,8 @@ def judge(source: str, refined: str, similarity: float, finished: bool, cfg: Ref
     ratio = len(refined) / len(source)
     if not refined:
         return EMPTY_ANSWER, ratio
+    if added_structure(source, refined):
+        return ADDED_STRUCTURE, ratio
     if similarity < cfg.min_similarity:
         return LOW_SIMILARITY, ratio
     if not cfg.min_length_ratio <= ratio <= cfg.max_length_ratio:

@@ -5,7 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.inputs import InputError, resolve_inputs, sanitize_id
+from pipeline.engine.run_files import RunFiles
+from pipeline.inputs import DUPLICATE_CONTENT, DUPLICATE_URL, InputError, resolve_inputs, sanitize_id
 from storage.outdir import OutDir
 from tests.conftest import LECTURE, PART2
 
@@ -64,3 +65,23 @@ def test_ids_are_safe_and_unique(tmp_path: Path, config):
 def test_missing_input(config):
     with pytest.raises(InputError, match="not found"):
         resolve_inputs("/nonexistent/folder", config.input)
+
+
+def test_a_video_listed_twice_or_under_two_names_or_urls_is_kept_once(tmp_path: Path, config):
+    copy = tmp_path / "renamed.mp4"
+    shutil.copy(LECTURE, copy)
+    manifest = tmp_path / "list.txt"
+    urls = ["https://www.youtube.com/watch?v=abc123XYZ_-", "https://youtu.be/abc123XYZ_-",
+            "https://www.youtube.com/shorts/abc123XYZ_-", "https://example.org/talk.mp4"]  # fmt: skip
+    manifest.write_text("\n".join([str(LECTURE), str(PART2), str(LECTURE), str(copy), *urls]) + "\n")
+    resolved = resolve_inputs(manifest, config.input)
+    assert [v.source for v in resolved.videos] == [str(LECTURE), str(PART2), urls[0], urls[3]]
+    assert [(d["source"], d["duplicate_of"], d["reason"]) for d in resolved.duplicates] == [
+        (str(LECTURE), str(LECTURE), DUPLICATE_CONTENT),
+        (str(copy), str(LECTURE), DUPLICATE_CONTENT),
+        (urls[1], urls[0], DUPLICATE_URL),
+        (urls[2], urls[0], DUPLICATE_URL),
+    ]
+    files = RunFiles(OutDir(tmp_path / "out"))
+    files.start(config, resolved)
+    assert files.input_notes()["duplicates"] == resolved.duplicates

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from configs import PipelineConfig
+import pytest
+
+from configs import PipelineConfig, load_config
 from pipeline import refine
 from pipeline.engine.stage import Unit, UnitWork
 from pipeline.models.llm import load_llm
@@ -106,3 +108,22 @@ def test_answer_labels_are_not_speech():
     assert refine.clean_answer("Corrected transcript: The loss is small.") == "The loss is small."
     assert refine.clean_answer("Transcription: Trading means changing W.") == "Trading means changing W."
     assert refine.clean_answer("Text books: a list.") == "Text books: a list."
+
+
+@pytest.mark.parametrize(
+    ("source", "rewrite", "added"),
+    [
+        ("so this line fits the data. the means are", "Data:\n\nThe means are", True),  # seen with SmolLM2
+        ("we have three parts foot mass mantle", "We have three parts:\n- foot\n- mass\n- mantle", True),
+        ("the model is linear", "## The model\nThe model is linear.", True),
+        ("the model is linear", "**The model** is linear.", True),
+        ("the model is linear", "Transcript note: the model is linear.", True),
+        ("rna differs from dna uracil replaces thymine", "RNA differs from DNA: uracil replaces thymine.", False),
+        ("so um the model is uh linear", "So the model is linear.", False),
+    ],
+)
+def test_a_rewrite_may_fix_words_and_punctuation_but_not_add_structure(source, rewrite, added):
+    assert refine.added_structure(source, rewrite) is added
+    cfg = load_config(None).refine
+    reason, _ = refine.judge(source, rewrite, similarity=0.99, finished=True, cfg=cfg)
+    assert (reason == refine.ADDED_STRUCTURE) is added

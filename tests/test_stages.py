@@ -94,19 +94,18 @@ def test_video_shorter_than_minimum_is_one_clip(config):
     assert len(clips) == 1 and clips[0]["start"] == 0 and clips[0]["end"] == 7.0
 
 
-def test_sample_clips_are_ten_to_twenty_seconds(processed, config):
+def test_clips_close_at_sentence_ends_within_the_bounds(processed, config):
     workspace, _ = processed
     clips = _table(workspace, "clips", "lecture")
     segments = {row["segment_id"]: row for row in _table(workspace, "asr", "lecture")}
     assert all(clip["end"] - clip["start"] <= config.clips.max_seconds + 1 for clip in clips)
     for clip, following in zip(clips, clips[1:], strict=False):
-        # shorter than the minimum only where the next segment would have pushed it past the maximum
+        # What the stage guarantees whatever a machine's int8 ASR splits: a clip closes at a sentence end once it is
+        # long enough, or earlier only where the next segment would have pushed it past the maximum.
         next_end = segments[following["segment_ids"][0]]["end"]
-        assert (
-            clip["end"] - clip["start"] >= config.clips.min_seconds
-            or next_end - clip["start"] > config.clips.max_seconds
-        )
-    assert all(clip["asr"].rstrip().endswith((".", "!", "?")) for clip in clips[:-1])
+        overflow = next_end - clip["start"] > config.clips.max_seconds
+        ends_sentence = clip["asr"].rstrip().endswith(tuple(config.clips.sentence_endings))
+        assert overflow or (ends_sentence and clip["end"] - clip["start"] >= config.clips.min_seconds), clip
 
 
 def test_keyframes_near_every_slide_change(processed, truth, config):

@@ -9,7 +9,6 @@ nothing downstream (and no shard) is ever served from a config the run was not m
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -22,7 +21,6 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from configs import PipelineConfig
-from pipeline.download import is_url
 from pipeline.engine.stage import Dag, ResultRef, Stage, Unit, UnitWork
 from pipeline.records import StageOutput, VideoInput, is_transient
 from storage.outdir import OutDir
@@ -30,7 +28,6 @@ from storage.tables import Stamp, content_digest, digest, read_stamp, read_table
 
 Status = Literal["done", "skipped", "failed", "blocked", "dropped"]
 STATUSES: tuple[Status, ...] = ("done", "skipped", "failed", "blocked", "dropped")
-SOURCE_SAMPLE_BYTES = 1 << 20
 STALE_DIR = "stale"
 
 
@@ -47,23 +44,6 @@ class UnitResult:
     error_type: str | None = None
     message: str | None = None
     transient: bool = False
-
-
-def source_fingerprint(path: str) -> str:
-    """Content identity of a source file from its size and first and last MiB: cheap even for long videos.
-    A URL is identified by itself: what it serves is pinned by the download stage's result."""
-    if is_url(path):
-        return digest(path)
-    if not os.path.isfile(path):
-        return "missing"
-    size = os.path.getsize(path)
-    sha = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as handle:
-        sha.update(handle.read(SOURCE_SAMPLE_BYTES))
-        if size > SOURCE_SAMPLE_BYTES:
-            handle.seek(max(SOURCE_SAMPLE_BYTES, size - SOURCE_SAMPLE_BYTES))
-            sha.update(handle.read(SOURCE_SAMPLE_BYTES))
-    return sha.hexdigest()[:16]
 
 
 def drop_label(stats: dict[str, Any]) -> str | None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pipeline.engine.stage import Planner, Stage, Unit
+from pipeline.inputs import source_fingerprint as fingerprint
 
 if TYPE_CHECKING:
     from pipeline.engine.engine import Engine
@@ -16,8 +17,6 @@ def per_video(source_fingerprint: bool = False) -> Planner:
     content of the source file (or its URL) identifies the unit's input too."""
 
     def plan(engine: Engine, stage: Stage) -> Iterator[Unit]:
-        from pipeline.engine.engine import source_fingerprint as fingerprint
-
         for video in engine.videos:
             external = {"source": fingerprint(video.source)} if source_fingerprint else {}
             reads = tuple((name, video.video_id) for name in stage.inputs)

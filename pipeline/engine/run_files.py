@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import platform
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from configs import PipelineConfig, dump_config
 from pipeline.engine.engine import STATUSES, Engine, UnitResult
@@ -117,7 +120,12 @@ class RunFiles:
         """Record what this run works on before any stage runs, so `textbook stage` can pick it up later."""
         self.out.write_bytes(self.config_path, dump_config(config).encode())
         table = rows_to_table([video.__dict__ for video in inputs.videos], schemas.INPUTS)
-        write_table(self.out, self.out.path("inputs.parquet"), table, extra={"ignored": inputs.ignored})
+        write_table(
+            self.out,
+            self.out.path("inputs.parquet"),
+            table,
+            extra={"ignored": inputs.ignored, "duplicates": inputs.duplicates},
+        )
         manifest = {
             "python": platform.python_version(),
             "packages": {name: _version(name) for name in PACKAGES},
@@ -125,6 +133,15 @@ class RunFiles:
             "models": model_files(config),
         }
         self.out.write_json(self.out.path("manifest.json"), manifest)
+
+    def input_notes(self) -> dict[str, Any]:
+        """What the input listed but the run left out: files that are not videos, and repeats of a video."""
+        path = self.out.path("inputs.parquet")
+        if not self.out.exists(path):
+            return {"ignored": [], "duplicates": []}
+        with self.out.fs.open(path, "rb") as handle:
+            metadata = pq.read_schema(handle).metadata or {}
+        return {key: json.loads(metadata.get(key.encode(), b"[]")) for key in ("ignored", "duplicates")}
 
     def read_inputs(self) -> list[VideoInput]:
         path = self.out.path("inputs.parquet")
@@ -164,6 +181,7 @@ class RunFiles:
                 "failed": len({record["video_id"] for record in failures}),
                 "dropped": dict(dropped_videos(stamps, video_ids).most_common()),
             },
+            "inputs": self.input_notes(),
             "stages": {report.stage: report.to_json() for report in reports},
             "totals": self.totals(engine, stamps),
             "failures": {
