@@ -29,13 +29,14 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from configs import CONFIG_DIR
 from configs.train import load_train_config
 from storage.schemas import SHARD
 from train.distributed import start, stop
 from train.run import Trainer
 from train.stream import batches
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "train-tiny.yaml"
+TINY = CONFIG_DIR / "train-tiny.yaml"
 REAL_SIZE = {
     "model.language_model.config": {
         "model_type": "llama", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,

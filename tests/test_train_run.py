@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from configs import CONFIG_DIR
 from configs.schema import ConfigError
 from configs.train import TrainConfig, load_train_config
 from pipeline.frames import encode_jpeg
@@ -36,7 +37,7 @@ from train.stream import ShardStream
 
 DATA = Path(__file__).parent / "data"
 REAL_SLIDES = Path(__file__).parents[2] / "shared" / "data" / "real-slides"
-CONFIG = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
+CONFIG = CONFIG_DIR / "train-tiny.yaml"
 SAMPLES = 48
 PAIRS_PER_SAMPLE = 3
 STEPS = 40

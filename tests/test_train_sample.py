@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +10,13 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionConfig, LlavaConfig
 
+from configs import CONFIG_DIR, ConfigError
 from configs.train import load_train_config
 from train.batch import collate
 from train.model import build_model, build_processor, load_tokenizer
 from train.sample import IGNORE, Document, encode, render
 
-CONFIG = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
+CONFIG = CONFIG_DIR / "train-tiny.yaml"
 IMAGE = "<image>"
 RUN = 16  # embeddings per image of the tiny tower: (56 / 14)^2 patches, CLS dropped
 
@@ -143,3 +143,15 @@ def test_a_vit_l14_336_tower_gives_576_embeddings_per_placeholder():
     inputs = processor(text="x<image>", images=[Image.new("RGB", (640, 360))], return_tensors="pt")
     assert int((inputs["input_ids"] == processor.image_token_id).sum()) == 576
     assert inputs["pixel_values"].shape == (1, 3, 336, 336)
+
+
+def test_the_shipped_train_configs_validate_and_a_wrong_key_is_named():
+    llava = load_train_config(CONFIG_DIR / "train-llava.yaml")
+    assert (llava.optim.lr, llava.optim.warmup_ratio, llava.optim.weight_decay) == (2e-5, 0.03, 0.0)
+    assert llava.model.trainable == "projector+llm" and llava.data.max_images_per_sample == 12
+    assert llava.model.model_max_length == 32768 and llava.model.vision_feature_layer == -2
+    with pytest.raises(ConfigError, match="run.batch_sise"):
+        load_train_config(CONFIG, {"run.batch_sise": 2})
+    with pytest.raises(ConfigError, match="model.trainable"):
+        lora = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]}
+        load_train_config(CONFIG, {"model.trainable": "projector", "model.lora": lora})

@@ -15,13 +15,14 @@ import pytest
 from PIL import Image
 from transformers import LlavaProcessor
 
+from configs import CONFIG_DIR
 from configs.train import TrainConfig, load_train_config
 from storage.schemas import SHARD
 from train.model import build_model
 from train.shardset import ShardList, list_units, read_unit
 from train.stream import ShardStream, buffered_order, loader
 
-CONFIG = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
+CONFIG = CONFIG_DIR / "train-tiny.yaml"
 
 
 def write_shard_set(folder: Path, rows: list[dict], rows_per_shard: int, rows_per_group: int) -> str:
