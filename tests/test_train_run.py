@@ -179,6 +179,8 @@ def test_saved_model_loads_with_from_pretrained_and_generates(trained: Path, key
 def test_resume_from_a_checkpoint_reproduces_the_next_losses(trained: Path, keyframe_shards, tiny_config, tmp_path):
     """A run resumed from step RESUME_AT's checkpoint (model, optimizer, scheduler, RNG, data position) repeats the
     uninterrupted run's losses after it, to 1e-5 (measured: identical on CPU)."""
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config, keyframe_shards, trained)  # a run folder with checkpoints is never trained over afresh
     resumed = tmp_path / "resumed"
     source = checkpoint.checkpoint_dir(trained, RESUME_AT)
     shutil.copytree(source, checkpoint.checkpoint_dir(resumed, RESUME_AT))

@@ -68,7 +68,7 @@ def _take(batches, count: int) -> list[Batch]:
 class Trainer:
     """The model, optimizer and schedule of a run, and its state (step, data positions, history)."""
 
-    def __init__(self, cfg: TrainConfig, shards: str, run: Path, processes: Processes) -> None:
+    def __init__(self, cfg: TrainConfig, shards: str | Path, run: Path, processes: Processes) -> None:
         if processes.distributed and not cfg.run.fsdp:
             raise ConfigError("run.fsdp: several processes train only with FSDP here")
         self.cfg = cfg
@@ -93,7 +93,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             trained, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
         )
-        self.use_shards(ShardList.open(shards))
+        self.use_shards(ShardList.open(str(shards)))
         warmup = math.ceil(cfg.optim.warmup_ratio * self.total_steps)
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, num_warmup_steps=warmup)
         self.state: dict[str, Any] = {"step": 0, "micro_batches": 0, "positions": {}, "history": [], "skipped": {},
@@ -131,11 +131,9 @@ class Trainer:
             if pinned != self.shards:  # a newer set was published since: keep reading the one the run started on
                 self.use_shards(pinned)
             logger.info("resumed from %s (step %d)", latest, self.state["step"])
-            if self.processes.main:
-                self._forget_samples_after(self.state["step"])
         return latest
 
-    def _forget_samples_after(self, step: int) -> None:
+    def forget_samples_after(self, step: int) -> None:
         """Steps an interrupted run logged after its last checkpoint are trained again: drop their lines."""
         log = self.run / SAMPLES_LOG
         if log.exists():
@@ -286,7 +284,9 @@ def _fit(trainer: Trainer) -> None:
         trainer.save_checkpoint()
 
 
-def train(config: TrainConfig | str | Path, shards: str, out: str | Path, resume: bool = False) -> dict[str, Any]:
+def train(
+    config: TrainConfig | str | Path, shards: str | Path, out: str | Path, resume: bool = False
+) -> dict[str, Any]:
     """Train on the shard set `shards` (a folder or fsspec URL holding shard-*.parquet and index.json) into the run
     folder `out`; with `resume`, continue from its latest complete checkpoint. Returns the run's metrics."""
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config)
@@ -295,11 +295,14 @@ def train(config: TrainConfig | str | Path, shards: str, out: str | Path, resume
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         run = Path(out)
+        if not resume and checkpoint.latest(run) is not None:
+            raise FileExistsError(f"{run} holds checkpoints: resume it (--resume) or train into a new folder")
         run.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         trainer = Trainer(cfg, shards, run, processes)
         resumed_from = trainer.resume() if resume else None
         if processes.main:
+            trainer.forget_samples_after(trainer.state["step"])
             (run / "config.yaml").write_text(dump_train_config(cfg))
         _fit(trainer)
         metrics = trainer.metrics(time.perf_counter() - began, resumed_from)
