@@ -27,6 +27,7 @@ from pipeline.frames import encode_jpeg
 from pipeline.media import sample_frames
 from tests.test_train_stream import write_shard_set
 from train import checkpoint
+from train.batch import Batch, collate
 from train.distributed import Processes
 from train.flops import FlopsModel, peak_flops
 from train.model import build_model
@@ -41,7 +42,7 @@ CONFIG = CONFIG_DIR / "train-tiny.yaml"
 SAMPLES = 48
 PAIRS_PER_SAMPLE = 3
 STEPS = 40
-RESUME_AT = 20
+RESUME_AT = 30
 
 
 WORDS_PER_TEXT = 4  # short texts: the tiny model learns which text follows which picture in a few dozen steps
@@ -139,15 +140,11 @@ def _samples(run: Path) -> list[list[list[int]]]:
     return [json.loads(line)["sample_ids"] for line in (run / SAMPLES_LOG).read_text().splitlines()]
 
 
-def _mean_loss(model, samples, pixel_values) -> float:
-    """The mean loss per target token over `samples`, each given `pixel_values` of its own number of images."""
-    total, count = 0.0, 0
+def _mean_loss(model, batch: Batch, pixel_values: torch.Tensor) -> float:
+    """The mean loss per target token of `batch` when its images are `pixel_values`."""
     with torch.no_grad():
-        for sample, pixels in zip(samples, pixel_values, strict=True):
-            output = model(input_ids=sample.input_ids[None], labels=sample.labels[None], pixel_values=pixels)
-            targets = int((sample.labels[1:] != -100).sum())
-            total, count = total + output.loss.item() * targets, count + targets
-    return total / count
+        inputs = {**batch.model_inputs(torch.device("cpu")), "pixel_values": pixel_values}
+        return model(**inputs).loss.item()
 
 
 def test_saved_model_scores_true_images_better_than_shuffled_ones(trained: Path, keyframe_shards, tiny_config):
@@ -159,8 +156,9 @@ def test_saved_model_scores_true_images_better_than_shuffled_ones(trained: Path,
     stream = ShardStream(list_units(ShardList.open(keyframe_shards)), data, processor, 1024, rank=0, world_size=1,
                          epochs=1, seed=0)  # fmt: skip
     samples = [item.sample for item, _ in zip(stream, range(24), strict=False)]
-    true = _mean_loss(model, samples, [sample.pixel_values for sample in samples])
-    shuffled = _mean_loss(model, samples, [samples[(i + 1) % 24].pixel_values for i in range(24)])
+    batch = collate(samples, processor.tokenizer.pad_token_id)  # 3 images each: the next sample's fit in
+    true = _mean_loss(model, batch, batch.pixel_values)
+    shuffled = _mean_loss(model, batch, torch.cat([samples[(i + 1) % 24].pixel_values for i in range(24)]))
     assert shuffled - true > 0.1, (true, shuffled)
 
 
