@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from configs.schema import CONFIG_DIR, ConfigError, LlmConfig, Section, _first_error, _merge
+from configs.schema import CONFIG_DIR, ConfigError, LlmConfig, RunConfig, Section, _first_error, _merge
 
 EVAL_CONFIG = CONFIG_DIR / "eval.yaml"
 
@@ -101,6 +101,7 @@ class EvalConfig(Section):
     rices: RicesConfig
     generation: GenerationConfig
     math_scoring: MathScoringConfig
+    run: RunConfig = Field(description="how `textbook eval` runs its cells: runner, retries, timeouts")
 
     @model_validator(mode="after")
     def _sets_exist(self) -> EvalConfig:

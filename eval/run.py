@@ -29,6 +29,8 @@ from storage.outdir import OutDir
 from storage.tables import digest
 
 logger = logging.getLogger(__name__)
+TABLE_FILE = "results.md"
+PLOT_FILE = "accuracy_by_shots.png"
 
 
 class EvalRun:
@@ -67,28 +69,10 @@ class EvalRun:
         return self._generator
 
     def rope_scaled(self, shots: int) -> bool:
-        rope = self.config.generation.rope_scaling
-        return rope is not None and shots >= rope.from_shots
+        return rope_scaled(self.config, shots)
 
     def fingerprint(self, benchmark: str, shots: int) -> str:
-        cfg = self.config
-        bench = cfg.benchmarks[benchmark]
-        selection = "none" if shots == 0 else cfg.selection
-        return digest(
-            {
-                "model": self.model_identity,
-                "benchmark": bench.model_dump(exclude={"title", "scorer"}),
-                "sets": [cfg.datasets[bench.queries].model_dump(), cfg.datasets[bench.support].model_dump()],
-                "prompt": cfg.prompt.model_dump(),
-                "shots": shots,
-                "selection": selection,
-                "seed": cfg.seed if selection == "random" else None,
-                "embedder": cfg.rices.model_dump(exclude={"cache_dir", "batch_size", "device"})
-                if selection == "rices"
-                else None,
-                "rope": cfg.generation.rope_scaling.model_dump() if self.rope_scaled(shots) else None,
-            }
-        )
+        return digest({"model": self.model_identity, **generation_settings(self.config, benchmark, shots)})
 
     def shots_for(self, benchmark: str, queries: list[Example], shots: int) -> list[list[Example]]:
         if shots == 0:
@@ -165,6 +149,29 @@ class EvalRun:
         return result
 
 
+def rope_scaled(config: EvalConfig, shots: int) -> bool:
+    rope = config.generation.rope_scaling
+    return rope is not None and shots >= rope.from_shots
+
+
+def generation_settings(config: EvalConfig, benchmark: str, shots: int) -> dict[str, Any]:
+    """Every setting a cell's predictions depend on besides the model: what a prediction is kept under."""
+    bench = config.benchmarks[benchmark]
+    selection = "none" if shots == 0 else config.selection
+    return {
+        "benchmark": bench.model_dump(exclude={"title", "scorer"}),
+        "sets": [config.datasets[bench.queries].model_dump(), config.datasets[bench.support].model_dump()],
+        "prompt": config.prompt.model_dump(),
+        "shots": shots,
+        "selection": selection,
+        "seed": config.seed if selection == "random" else None,
+        "embedder": config.rices.model_dump(exclude={"cache_dir", "batch_size", "device"})
+        if selection == "rices"
+        else None,
+        "rope": config.generation.rope_scaling.model_dump() if rope_scaled(config, shots) else None,
+    }
+
+
 def model_identity(model: str) -> str:
     """A local checkpoint by its files' names, sizes and modification times (a checkpoint retrained into the same
     folder is another model), a hub id by its name."""
@@ -189,6 +196,52 @@ def write_jsonl(out: OutDir, path: str, rows: list[dict[str, Any]]) -> None:
     out.write_bytes(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
 
 
+def cells(
+    config: EvalConfig, benchmarks: list[str] | None = None, shots: list[int] | None = None
+) -> tuple[list[str], list[int]]:
+    """The benchmarks (default: all configured) and shot counts (default: the config's) of a run, checked."""
+    names = list(benchmarks or config.benchmarks)
+    unknown = [name for name in names if name not in config.benchmarks]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; configured: {', '.join(config.benchmarks)}")
+    shot_counts = list(shots if shots is not None else config.shots)
+    if not shot_counts or min(shot_counts) < 0:
+        raise ValueError(f"shot counts must be a non-empty list of numbers >= 0, got {shot_counts}")
+    return names, shot_counts
+
+
+def write_results(
+    target: OutDir,
+    config: EvalConfig,
+    model: str,
+    shot_counts: list[int],
+    results: dict[str, dict[int, dict]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """`results.md`, `accuracy_by_shots.png` and `summary.json` (holding `extra` too) from the cells' results
+    (benchmark -> shots -> what `run_cell` returns); returns the summary."""
+    accuracies = {
+        config.benchmarks[name].title: {k: cell["accuracy"] for k, cell in by_k.items()}
+        for name, by_k in results.items()
+    }
+    table = target.path(TABLE_FILE)
+    plot = target.path(PLOT_FILE)
+    target.write_bytes(table, markdown_table(model, config.selection, accuracies).encode())
+    target.write_bytes(plot, accuracy_plot(accuracies))
+    summary = {
+        "model": model,
+        "selection": config.selection,
+        "shots": shot_counts,
+        "cells": {name: {str(k): cell for k, cell in by_k.items()} for name, by_k in results.items()},
+        "average": {str(k): value for k, value in average_by_shots(accuracies).items()},
+        "table": table,
+        "plot": plot,
+        **extra,
+    }
+    target.write_json(target.path("summary.json"), summary)
+    return summary
+
+
 def evaluate(
     config: EvalConfig,
     model: str,
@@ -199,32 +252,8 @@ def evaluate(
     """Evaluate `model` (a local HF-format LLaVA folder, or a hub id for the vLLM back-end) on `benchmarks` (default:
     all configured) at `shots` (default: the config's), writing under `out` (local or fsspec URL). Returns the summary
     that `summary.json` holds."""
-    names = benchmarks or list(config.benchmarks)
-    unknown = [name for name in names if name not in config.benchmarks]
-    if unknown:
-        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; configured: {', '.join(config.benchmarks)}")
-    shot_counts = shots if shots is not None else config.shots
-    if not shot_counts or min(shot_counts) < 0:
-        raise ValueError(f"shot counts must be a non-empty list of numbers >= 0, got {shot_counts}")
+    names, shot_counts = cells(config, benchmarks, shots)
     target = OutDir(out)
     run = EvalRun(config, model, target, max(shot_counts))
-    cells = {name: {k: run.run_cell(name, k) for k in shot_counts} for name in names}
-    accuracies = {
-        config.benchmarks[name].title: {k: cell["accuracy"] for k, cell in by_k.items()}
-        for name, by_k in cells.items()
-    }
-    table = target.path("results.md")
-    plot = target.path("accuracy_by_shots.png")
-    target.write_bytes(table, markdown_table(model, config.selection, accuracies).encode())
-    target.write_bytes(plot, accuracy_plot(accuracies))
-    summary = {
-        "model": model,
-        "selection": config.selection,
-        "shots": shot_counts,
-        "cells": {name: {str(k): cell for k, cell in by_k.items()} for name, by_k in cells.items()},
-        "average": {str(k): value for k, value in average_by_shots(accuracies).items()},
-        "table": table,
-        "plot": plot,
-    }
-    target.write_json(target.path("summary.json"), summary)
-    return summary
+    results = {name: {k: run.run_cell(name, k) for k in shot_counts} for name in names}
+    return write_results(target, config, model, shot_counts, results)

@@ -292,3 +292,19 @@ SHARD_FEATURES = {
     "text_num": {"dtype": "int64", "_type": "Value"},
     "token_num": {"dtype": "int64", "_type": "Value"},
 }
+
+# The eval stage's table: one row per benchmark x shot count (its predictions are in OUT/predictions/).
+EVAL_CELL = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("title", pa.string()),
+        ("shots", pa.int64()),
+        ("selection", pa.string()),
+        ("model", pa.string()),
+        ("count", pa.int64()),
+        ("accuracy", pa.float64()),
+        ("context_overflow", pa.int64()),
+        ("scored_by", pa.list_(pa.string())),
+        ("rope_scaled", pa.bool_()),
+    ]
+)

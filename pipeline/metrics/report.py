@@ -248,10 +248,11 @@ def render_report(out: OutDir, config: PipelineConfig, metrics: dict[str, Any]) 
     )
 
 
-def report_url(out: OutDir) -> str:
-    """Where a browser opens the report: a file:// URI for a local OUT, the fsspec URL otherwise."""
-    path = out.path(REPORT_FILE)
-    return Path(path).resolve().as_uri() if out.is_local else f"{out.url.rstrip('/')}/{REPORT_FILE}"
+def report_url(out: OutDir, name: str = REPORT_FILE) -> str:
+    """Where a browser opens a file of OUT (the report, or another page or figure): a file:// URI for a local OUT,
+    the fsspec URL otherwise."""
+    path = out.path(name)
+    return Path(path).resolve().as_uri() if out.is_local else f"{out.url.rstrip('/')}/{name}"
 
 
 def write_report(out: OutDir, config: PipelineConfig, metrics: dict[str, Any]) -> str:
