@@ -187,6 +187,9 @@ class KeyframesConfig(Section):
 class OcrConfig(Section):
     backend: Literal["rapidocr"]
     min_confidence: float = Field(ge=0, le=1)
+    word_gap_ratio: float | None = Field(
+        gt=0, description="a blank column run this wide, over the line's height, is a space; null: the model's text"
+    )
 
 
 class FrameFilterConfig(Section):

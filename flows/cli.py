@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's ephemeral API gives up after 20 s; a loaded laptop (models loading beside it) can need more.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from configs import ConfigError, PipelineConfig, load_config  # noqa: E402
 from pipeline.dag import DAG, PROCESS_STAGES  # noqa: E402
@@ -106,10 +108,37 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from configs.eval import load_eval_config
     from flows.deploy import serve_deployments
 
-    serve_deployments(args.out, load_config(args.config), args.input)
+    eval_config = load_eval_config(args.eval_config) if args.eval_config else None
+    serve_deployments(args.out, load_config(args.config), args.input, eval_config, args.eval_model)
     return 0
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _shot_counts(text: str) -> list[int]:
+    return [int(item) for item in _comma_list(text)]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from configs.eval import load_eval_config
+    from flows.eval import run_eval
+    from pipeline.models.assets import ModelNotFound
+
+    try:
+        config = load_eval_config(args.config)
+        summary = run_eval(args.model, args.out, config, args.benchmarks, args.shots, args.force)
+    except (ValueError, ModelNotFound) as error:
+        return _fail(str(error))
+    print(OutDir(args.out).read_bytes(summary["table"]).decode())
+    for failure in summary["failures"]:
+        print(f"failed: {failure}")
+    print(f"table: {summary['table']}\nplot: {summary['plot']}\nsummary: {OutDir(args.out).path('summary.json')}")
+    return 0 if summary["current"] else EXIT_NOTHING_PRODUCED
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -215,7 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--config", default=None)
     served.add_argument("--out", required=True)
     served.add_argument("--input", default=None, help="what the textbook deployment processes (default: collect)")
+    served.add_argument("--eval-config", default=None, help="also serve the 'eval' deployment, with this eval config")
+    served.add_argument("--eval-model", default=None, help="the checkpoint the eval deployment evaluates by default")
     served.set_defaults(handler=cmd_serve)
+
+    evaluation = commands.add_parser("eval", help="few-shot evaluation of a checkpoint (benchmarks x shots)")
+    evaluation.add_argument("--model", required=True, help="a local HF-format LLaVA folder, or a hub id (vllm)")
+    evaluation.add_argument("--benchmarks", type=_comma_list, default=None, help="comma-separated; default: all")
+    evaluation.add_argument("--shots", type=_shot_counts, default=None, help="comma-separated, e.g. 0,1,2,4,8")
+    evaluation.add_argument("--out", required=True, help="output folder or fsspec URL (not a data run's OUT)")
+    evaluation.add_argument("--config", default=None, help="YAML merged over configs/eval.yaml")
+    evaluation.add_argument("--force", action="store_true", help="recompute every cell (predictions are kept)")
+    evaluation.set_defaults(handler=cmd_eval)
 
     trigger = commands.add_parser("trigger", help="start a run of a served deployment (textbook, process, collect)")
     trigger.add_argument("name", help="a deployment, e.g. textbook or process/process")

@@ -30,10 +30,12 @@ DATA = Path(__file__).parent / "data"
 TRUTH = DATA / "make_sample"
 LECTURE = DATA / "lecture.mp4"
 PART2 = DATA / "lecture_part2.mp4"
+TRAIN_TINY_CONFIG = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
 LOOPED_PHRASE = 1  # "Linear regression is one of the simplest and most useful models in machine learning."
 LOOP_REPEATS = 8
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +151,24 @@ def mixed_folder(tmp_path: Path, bad_videos: dict[str, Path]) -> Path:
         shutil.copy(path, folder / path.name)
     (folder / "notes.txt").write_text("not a video")
     return folder
+
+
+def save_tiny_llava(folder: Path, overrides: dict[str, object]) -> Path:
+    """The tiny LLaVA of `configs/train-tiny.yaml` (random weights, SmolLM2's tokenizer with `<image>`), built by
+    train's own builder and saved as train exports it: model and processor in the HF format."""
+    from configs.train import load_train_config
+    from train.model import build_model
+
+    model, processor = build_model(load_train_config(TRAIN_TINY_CONFIG, overrides).model, seed=0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LLaVA checkpoint the eval tests evaluate, built once per session."""
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), {})
 
 
 @pytest.fixture()

@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from configs import PipelineConfig
 from pipeline.engine.stage import Dag, ResultRef, Stage, Unit, UnitWork
 from pipeline.records import StageOutput, VideoInput, is_transient
 from storage.outdir import OutDir
@@ -72,7 +71,9 @@ class Engine:
     Currency and plans are memoised per process and refreshed downstream of every write; the engine pickles
     without them, so Ray and Dask workers rebuild their own."""
 
-    def __init__(self, out: OutDir, config: PipelineConfig, dag: Dag, videos: Iterable[VideoInput] = ()) -> None:
+    def __init__(self, out: OutDir, config: Any, dag: Dag, videos: Iterable[VideoInput] = ()) -> None:
+        if not isinstance(config, dag.config_model):
+            raise TypeError(f"this DAG runs under a {dag.config_model.__name__}, not a {type(config).__name__}")
         self.out = out
         self.config = config
         self.dag = dag
@@ -215,7 +216,7 @@ class Engine:
             result.status, result.message = "dropped", label
         if stage.name == "probe":
             result.media_seconds = float(output.values.get("duration", 0.0))
-        if stage.reads_media and not self.config.download.keep_media:
+        if stage.reads_media and not self.config.download.keep_media:  # media stages are the data pipeline's
             self._release_media(unit_id)
         return result
 

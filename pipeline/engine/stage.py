@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
+from pydantic import BaseModel
 
 from configs import PipelineConfig
 from pipeline.records import StageOutput, VideoInput
@@ -53,7 +54,7 @@ class UnitWork:
 
     stage: str
     unit: Unit
-    config: PipelineConfig
+    config: Any  # the DAG's config model: PipelineConfig for the data pipeline
     tables: Callable[[ResultRef], pa.Table]
     media_dir: Path | None = None
     fingerprints: dict[ResultRef, str] = field(default_factory=dict)  # of every read, all current
@@ -114,10 +115,10 @@ class Stage:
     kind: StageKind = "compute"
     reads_media: bool = False
     whole_unit_drop: bool = False
-    sections: Callable[[PipelineConfig], tuple[str, ...]] | None = None
+    sections: Callable[[Any], tuple[str, ...]] | None = None
     retire: Callable[[OutDir, Stamp], None] | None = None
 
-    def sections_for(self, config: PipelineConfig) -> tuple[str, ...]:
+    def sections_for(self, config: BaseModel) -> tuple[str, ...]:
         return self.sections(config) if self.sections else self.config_sections
 
 
@@ -128,13 +129,14 @@ class DagError(ValueError):
 @dataclass(frozen=True)
 class Dag:
     """Stages in the order they run, validated when built: every input made earlier (so no cycle), every config
-    section a real one."""
+    section a real one of `config_model` (the data pipeline's by default; training and evaluation have theirs)."""
 
     stages: tuple[Stage, ...]
+    config_model: type[BaseModel] = PipelineConfig
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
-        known_sections = set(PipelineConfig.model_fields)
+        known_sections = set(self.config_model.model_fields)
         for stage in self.stages:
             if stage.name in seen:
                 raise DagError(f"stage {stage.name!r} is declared twice")
@@ -170,9 +172,10 @@ class Dag:
         return ordered
 
     def extended(self, *stages: Stage) -> Dag:
-        return Dag((*self.stages, *stages))
+        return Dag((*self.stages, *stages), self.config_model)
 
     def with_stage(self, replacement: Stage) -> Dag:
         """The same DAG with one stage swapped for another of its name (a different back-end, a held result)."""
         self[replacement.name]
-        return Dag(tuple(replacement if stage.name == replacement.name else stage for stage in self.stages))
+        stages = tuple(replacement if stage.name == replacement.name else stage for stage in self.stages)
+        return Dag(stages, self.config_model)
