@@ -12,6 +12,7 @@ from prefect import flow, serve
 from prefect.deployments import run_deployment
 
 from configs import PipelineConfig, parse_config
+from configs.eval import EvalConfig
 from flows.collect import collect
 from flows.process import process, process_flow
 from pipeline.dag import PROCESS_STAGES
@@ -42,8 +43,15 @@ def textbook_flow(out: str, config: dict[str, Any], input_path: str | None = Non
     return process(out, pipeline_config, list(PROCESS_STAGES), None, force)
 
 
-def serve_deployments(out: str, config: PipelineConfig, input_path: str | None) -> None:
-    """Register the deployments with their schedules and run them from this process until stopped."""
+def serve_deployments(
+    out: str,
+    config: PipelineConfig,
+    input_path: str | None,
+    eval_config: EvalConfig | None = None,
+    eval_model: str | None = None,
+) -> None:
+    """Register the deployments with their schedules and run them from this process until stopped; with an eval
+    config, the `eval` deployment too, writing under OUT/eval."""
     parameters = {"out": out, "config": config.model_dump(mode="json")}
     deployments = [
         textbook_flow.to_deployment(
@@ -64,6 +72,10 @@ def serve_deployments(out: str, config: PipelineConfig, input_path: str | None) 
         deployments.append(
             collect_flow.to_deployment(name="collect", cron=config.schedules.collect, parameters=parameters)
         )
+    if eval_config is not None:
+        from flows.eval import eval_deployment
+
+        deployments.append(eval_deployment(f"{out.rstrip('/')}/eval", eval_config, eval_model))
     serve(*deployments, print_starting_message=True)
 
 

@@ -16,6 +16,7 @@ from eval.__main__ import main
 from eval.generate import load_generator
 from eval.run import evaluate, read_jsonl
 from storage.outdir import OutDir
+from tests.conftest import save_tiny_llava
 
 FIXTURES = Path(__file__).parent / "data" / "benchmarks"
 SET_FOLDERS = {
@@ -30,25 +31,7 @@ SET_FOLDERS = {
     "mathverse_testmini": "mathverse",
 }
 BENCHMARKS = ["okvqa", "textvqa", "scienceqa", "mathvista", "mathvision", "mathverse"]
-TRAIN_TINY = Path(__file__).parents[1] / "configs" / "train-tiny.yaml"
 SHORT_POSITIONS = 128  # a 2-shot OKVQA prompt (~165 tokens) fits only with RoPE scaling by 2
-
-
-def save_tiny_llava(folder: Path, overrides: dict[str, object]) -> Path:
-    """The tiny LLaVA of `configs/train-tiny.yaml` (random weights, SmolLM2's tokenizer with `<image>`), built by
-    train's own builder and saved as train exports it: model and processor in the HF format."""
-    from configs.train import load_train_config
-    from train.model import build_model
-
-    model, processor = build_model(load_train_config(TRAIN_TINY, overrides).model, seed=0)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), {})
 
 
 @pytest.fixture(scope="session")
