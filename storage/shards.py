@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,23 +162,38 @@ def retire_shards(out: OutDir) -> None:
 
 @dataclass(frozen=True)
 class ShardSet:
-    """One published set, pinned when opened: its shards stay readable while newer sets are published."""
+    """One published set, pinned when opened: its shards stay readable while newer sets are published.
+
+    `folder` is the shards folder inside `out` (`shards` as the pipeline publishes; a copy may be named otherwise);
+    superseded sets are always under `out/shards-superseded/`, where the publisher keeps them."""
 
     out: OutDir
     set_id: str
     shards: tuple[dict[str, Any], ...]
+    folder: str = SHARD_DIR
 
     @classmethod
-    def open(cls, out: OutDir) -> ShardSet:
-        index = read_index(out)
+    def open(cls, out: OutDir, folder: str = SHARD_DIR) -> ShardSet:
+        index = read_index(out, folder)
         if index is None:
-            raise FileNotFoundError(f"no published shards in {out.url}/{SHARD_DIR}")
-        return cls(out, index["set"], tuple(index["shards"]))
+            raise FileNotFoundError(f"no published shards (no {INDEX_FILE}) in {out.url}/{folder}")
+        return cls(out, index["set"], tuple(index["shards"]), folder)
+
+    @classmethod
+    def at(cls, url: str) -> ShardSet:
+        """The set current in a shards folder named by its own path or URL (`OUT/shards`, `s3://bucket/OUT/shards`),
+        as a reader outside the pipeline (training) is given it."""
+        parent, _, folder = url.rstrip("/").rpartition("/")
+        return cls.open(OutDir(parent or "."), folder)
+
+    @property
+    def url(self) -> str:
+        return f"{self.out.url.rstrip('/')}/{self.folder}"
 
     def path(self, entry: dict[str, Any]) -> str:
-        """Where a shard of this set is now: in `shards/` while current, else under the superseded set that had it
+        """Where a shard of this set is now: in its folder while current, else under the superseded set that had it
         last (a shard is named by its content, so every copy of a name is the same file)."""
-        current = self.out.path(SHARD_DIR, entry["file"])
+        current = self.out.path(self.folder, entry["file"])
         if self.out.exists(current):
             return current
         for folder in self.out.list(SUPERSEDED_DIR):
@@ -186,8 +201,16 @@ class ShardSet:
                 return f"{folder}/{entry['file']}"
         raise FileNotFoundError(f"shard {entry['file']} of set {self.set_id} was pruned (shards.keep_superseded_sets)")
 
+    def open_shard(self, entry: dict[str, Any]) -> IO[bytes]:
+        """A shard opened wherever it is now; one that a publish moved between the look and the open is looked for
+        again."""
+        try:
+            return self.out.fs.open(self.path(entry), "rb")
+        except FileNotFoundError:
+            return self.out.fs.open(self.path(entry), "rb")
+
     def read(self, entry: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
-        with self.out.fs.open(self.path(entry), "rb") as handle:
+        with self.open_shard(entry) as handle:
             return pq.read_table(handle, columns=columns)
 
     def samples(self) -> Iterator[dict[str, Any]]:

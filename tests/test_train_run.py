@@ -25,6 +25,7 @@ from configs.schema import ConfigError
 from configs.train import TrainConfig, load_train_config
 from pipeline.frames import encode_jpeg
 from pipeline.media import sample_frames
+from storage.shards import ShardSet
 from tests.test_train_stream import write_shard_set
 from train import checkpoint
 from train.batch import Batch, collate
@@ -33,7 +34,7 @@ from train.flops import FlopsModel, peak_flops
 from train.model import build_model
 from train.parts import set_trainable
 from train.run import MODEL_DIR, SAMPLES_LOG, train
-from train.shardset import ShardList, list_units
+from train.shardset import list_units
 from train.stream import ShardStream
 
 DATA = Path(__file__).parent / "data"
@@ -153,7 +154,7 @@ def test_saved_model_scores_true_images_better_than_shuffled_ones(trained: Path,
     model = LlavaForConditionalGeneration.from_pretrained(trained / MODEL_DIR).eval()
     processor = LlavaProcessor.from_pretrained(trained / MODEL_DIR)
     data = tiny_config.data.model_copy(update={"shuffle": False})
-    stream = ShardStream(list_units(ShardList.open(keyframe_shards)), data, processor, 1024, rank=0, world_size=1,
+    stream = ShardStream(list_units(ShardSet.at(keyframe_shards)), data, processor, 1024, rank=0, world_size=1,
                          epochs=1, seed=0)  # fmt: skip
     samples = [item.sample for item, _ in zip(stream, range(24), strict=False)]
     batch = collate(samples, processor.tokenizer.pad_token_id)  # 3 images each: the next sample's fit in

@@ -17,9 +17,11 @@ from transformers import LlavaProcessor
 
 from configs import CONFIG_DIR
 from configs.train import TrainConfig, load_train_config
+from storage.outdir import OutDir
 from storage.schemas import SHARD
+from storage.shards import ShardSet, Topic, publish_shards
 from train.model import build_model
-from train.shardset import ShardList, list_units, read_unit
+from train.shardset import from_pinned, list_units, pinned, read_unit
 from train.stream import ShardStream, buffered_order, loader
 
 CONFIG = CONFIG_DIR / "train-tiny.yaml"
@@ -74,7 +76,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _stream(tiny, shards: str, *, rank: int = 0, world_size: int = 1, start=None, **data) -> ShardStream:
     cfg, processor = tiny
-    units = list_units(ShardList.open(shards))
+    units = list_units(ShardSet.at(shards))
     return ShardStream(units, cfg.data.model_copy(update=data), processor, 256, rank=rank, world_size=world_size,
                        epochs=2, seed=7, start=start)  # fmt: skip
 
@@ -142,7 +144,7 @@ def test_resumed_workers_continue_the_dataloaders_turn(tiny, shards):
 
     def stream(start=None, rotation=0):
         cfg, processor = tiny
-        units = list_units(ShardList.open(shards))
+        units = list_units(ShardSet.at(shards))
         return ShardStream(units, cfg.data.model_copy(update={"num_workers": 2}), processor, 256, rank=0,
                            world_size=1, epochs=1, seed=7, start=start, rotation=rotation)  # fmt: skip
 
@@ -154,20 +156,28 @@ def test_resumed_workers_continue_the_dataloaders_turn(tiny, shards):
     assert resumed == whole[5:]
 
 
-def test_a_run_keeps_reading_the_set_it_pinned_after_a_newer_one_is_published(tmp_path):
-    """A publisher swaps index.json to a new set and moves the old set's shards to shards-superseded/<set>/: the
-    pinned list still finds and reads them, in their order."""
-    shards = Path(write_shard_set(tmp_path / "shards", numbered_rows(6), 3, 3))
-    pinned = ShardList.open(str(shards))
-    superseded = tmp_path / "shards-superseded" / "test"
-    superseded.mkdir(parents=True)
-    for name in pinned.files:
-        (shards / name).rename(superseded / name)
-    write_shard_set(tmp_path / "new", numbered_rows(2), 2, 2)
-    (shards / "index.json").write_text((tmp_path / "new" / "index.json").read_text().replace('"test"', '"newer"'))
-    assert ShardList.open(str(shards)).set_id == "newer"
-    units = list_units(ShardList.from_json(pinned.to_json()))
-    texts = [row["texts"][1] for unit in units for row in read_unit(unit, ["texts"])]
+def _topic(name: str, version: int, rows: list[dict]) -> Topic:
+    return Topic(name, f"{name}-v{version}", lambda: iter(rows), lambda: 10**9)  # one topic per shard
+
+
+def test_a_run_keeps_reading_the_set_it_pinned_after_newer_ones_are_published(tmp_path):
+    """The publisher moves a shard a newer set dropped under `shards-superseded/<the set that had it last>/`, which
+    is not the pinned set when a shard outlived it: shard a of set 1 is kept by set 2 and only set 3 drops it, so it
+    lands under set 2's folder. The pinned set still reads every sample, in its order."""
+    out = OutDir(tmp_path)
+    rows = numbered_rows(12)
+    a, b, c = _topic("a", 1, rows[:3]), _topic("b", 1, rows[3:6]), _topic("c", 1, rows[9:])
+    publish_shards(out, [a, b], target_bytes=1, keep_superseded_sets=3)
+    first = ShardSet.open(out)
+    publish_shards(out, [a, _topic("b", 2, rows[6:9])], target_bytes=1, keep_superseded_sets=3)
+    second = ShardSet.open(out)
+    publish_shards(out, [c], target_bytes=1, keep_superseded_sets=3)
+    shard_a = first.shards[0]["file"]
+    assert (tmp_path / "shards-superseded" / second.set_id / shard_a).is_file()
+    assert not (tmp_path / "shards-superseded" / first.set_id / shard_a).exists()
+    resumed = from_pinned(pinned(first))
+    assert resumed.set_id == first.set_id != ShardSet.at(str(tmp_path / "shards")).set_id
+    texts = [row["texts"][1] for unit in list_units(resumed) for row in read_unit(unit, ["texts"])]
     assert texts == [f"sample {n}" for n in range(6)]
 
 

@@ -22,6 +22,7 @@ from transformers import get_constant_schedule_with_warmup
 
 from configs.schema import ConfigError
 from configs.train import TrainConfig, dump_train_config, load_train_config
+from storage.shards import ShardSet
 from train import checkpoint
 from train.batch import Batch
 from train.distributed import Processes, all_sum, all_true, gather_objects, shard, start, stop
@@ -30,7 +31,7 @@ from train.flops import FlopsModel, peak_flops
 from train.model import build_model
 from train.parts import add_lora, set_trainable
 from train.report import plot_loss, write_metrics
-from train.shardset import ShardList, list_units
+from train.shardset import from_pinned, list_units, pinned
 from train.stream import ShardStream, loader
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _take(batches, count: int) -> list[Batch]:
 class Trainer:
     """The model, optimizer and schedule of a run, and its state (step, data positions, history)."""
 
-    def __init__(self, cfg: TrainConfig, shards: str | Path, run: Path, processes: Processes) -> None:
+    def __init__(self, cfg: TrainConfig, shards: ShardSet, run: Path, processes: Processes) -> None:
         if processes.distributed and not cfg.run.fsdp:
             raise ConfigError("run.fsdp: several processes train only with FSDP here")
         self.cfg = cfg
@@ -93,13 +94,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             trained, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
         )
-        self.use_shards(ShardList.open(str(shards)))
+        self.use_shards(shards)
         warmup = math.ceil(cfg.optim.warmup_ratio * self.total_steps)
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, num_warmup_steps=warmup)
         self.state: dict[str, Any] = {"step": 0, "micro_batches": 0, "positions": {}, "history": [], "skipped": {},
-                                      "dropped_images": {}, "shards": self.shards.to_json()}  # fmt: skip
+                                      "dropped_images": {}, "shards": pinned(self.shards)}  # fmt: skip
 
-    def use_shards(self, shards: ShardList) -> None:
+    def use_shards(self, shards: ShardSet) -> None:
         self.shards = shards
         self.units = list_units(shards)
         self.samples = sum(unit.rows for unit in self.units)
@@ -127,9 +128,8 @@ class Trainer:
         latest = checkpoint.latest(self.run)
         if latest is not None:
             self.state = checkpoint.load(latest, self.model, self.optimizer, self.scheduler, self.processes)
-            pinned = ShardList.from_json(self.state["shards"])
-            if pinned != self.shards:  # a newer set was published since: keep reading the one the run started on
-                self.use_shards(pinned)
+            if self.state["shards"]["set"] != self.shards.set_id:  # a newer set was published since: keep the run's
+                self.use_shards(from_pinned(self.state["shards"]))
             logger.info("resumed from %s (step %d)", latest, self.state["step"])
         return latest
 
@@ -285,10 +285,11 @@ def _fit(trainer: Trainer) -> None:
 
 
 def train(
-    config: TrainConfig | str | Path, shards: str | Path, out: str | Path, resume: bool = False
+    config: TrainConfig | str | Path, shards: ShardSet | str | Path, out: str | Path, resume: bool = False
 ) -> dict[str, Any]:
-    """Train on the shard set `shards` (a folder or fsspec URL holding shard-*.parquet and index.json) into the run
-    folder `out`; with `resume`, continue from its latest complete checkpoint. Returns the run's metrics."""
+    """Train on a shard set (one already opened, or the set current in a folder or fsspec URL holding index.json)
+    into the run folder `out`; with `resume`, continue from its latest complete checkpoint (on the set that
+    checkpoint pinned). Returns the run's metrics."""
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config)
     processes = start()
     try:
@@ -299,7 +300,8 @@ def train(
             raise FileExistsError(f"{run} holds checkpoints: resume it (--resume) or train into a new folder")
         run.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
-        trainer = Trainer(cfg, shards, run, processes)
+        shard_set = shards if isinstance(shards, ShardSet) else ShardSet.at(str(shards))
+        trainer = Trainer(cfg, shard_set, run, processes)
         resumed_from = trainer.resume() if resume else None
         if processes.main:
             trainer.forget_samples_after(trainer.state["step"])
