@@ -67,7 +67,9 @@ def scoring_settings(config: EvalConfig, benchmark: str) -> dict[str, Any]:
 
 
 @contextmanager
-def shared_run(config: EvalConfig, model: str, checkpoint: dict[str, Any], out: OutDir, max_shots: int) -> Iterator:
+def shared_run(
+    config: EvalConfig, model: str, checkpoint: dict[str, Any], out: OutDir, max_shots: int
+) -> Iterator[eval_run.EvalRun]:
     """The process's one EvalRun (sets, embeddings and model loaded once for all its cells), held by one cell at a
     time: the model is what a cell spends its time in, and two cells at once would only split its cores. Another
     config, output, shot range or checkpoint content (a retrain in place) makes a new one and releases the old."""
