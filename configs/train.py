@@ -12,9 +12,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from configs.schema import ConfigError, Section
+from configs.schema import CONFIG_DIR, ConfigError, Section
+from configs.schema import RunConfig as TaskRunConfig
 
 Trainable = Literal["projector", "projector+llm", "all"]
+TRAIN_FLOW_CONFIG = CONFIG_DIR / "train-flow.yaml"
 
 
 class PartConfig(Section):
@@ -115,6 +117,11 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` items of a command line (`run.max_steps=10`), each value read as YAML."""
+    return {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in items)}
+
+
 def parse_train_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
@@ -138,3 +145,25 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
 
 def dump_train_config(config: TrainConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+class TrainJobConfig(Section):
+    """A training run as the engine and the flows run it: what it trains, and how its unit runs as a Prefect task
+    (runner, retries, timeouts: `train-flow.yaml`), the executor settings the data pipeline's stages have."""
+
+    train: TrainConfig
+    run: TaskRunConfig
+
+
+def parse_train_job(data: dict[str, Any]) -> TrainJobConfig:
+    try:
+        return TrainJobConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(f"train job key '{'.'.join(str(part) for part in first['loc'])}': {first['msg']}") from None
+
+
+def load_train_job(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainJobConfig:
+    """A training config (with `overrides`) and the task settings of `train-flow.yaml`."""
+    task_settings = yaml.safe_load(TRAIN_FLOW_CONFIG.read_text())
+    return parse_train_job({"train": load_train_config(path, overrides).model_dump(mode="json"), **task_settings})

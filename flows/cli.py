@@ -109,10 +109,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from configs.eval import load_eval_config
+    from configs.train import load_train_job
     from flows.deploy import serve_deployments
 
     eval_config = load_eval_config(args.eval_config) if args.eval_config else None
-    serve_deployments(args.out, load_config(args.config), args.input, eval_config, args.eval_model)
+    train_job = load_train_job(args.train_config) if args.train_config else None
+    serve_deployments(args.out, load_config(args.config), args.input, eval_config, args.eval_model, train_job)
     return 0
 
 
@@ -138,6 +140,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for failure in summary["failures"]:
         print(f"failed: {failure}")
     print(f"table: {summary['table']}\nplot: {summary['plot']}\nsummary: {OutDir(args.out).path('summary.json')}")
+    return 0 if summary["current"] else EXIT_NOTHING_PRODUCED
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from configs.train import load_train_job, parse_overrides
+    from flows.train import run_train
+
+    job = load_train_job(args.config, parse_overrides(args.set))
+    summary = run_train(args.out, args.shards, job, args.resume)
+    for run in summary["runs"]:
+        if run["current"]:
+            row = run["row"]
+            print(f"run {run['unit']}: {row['steps']} steps, loss {row['first_loss']:.3f} -> {row['final_loss']:.3f}, "
+                  f"{row['tokens_per_s']:.0f} tokens/s\nmetrics: {run['metrics']}\nloss curve: {run['loss_curve']}"
+                  f"\nmodel: {row['model'] or 'not saved (run.save_model: false)'}")  # fmt: skip
+        else:
+            print(f"run {run['unit']}: not finished")
+    for failure in summary["failures"]:
+        print(f"failed: {failure}")
     return 0 if summary["current"] else EXIT_NOTHING_PRODUCED
 
 
@@ -246,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--input", default=None, help="what the textbook deployment processes (default: collect)")
     served.add_argument("--eval-config", default=None, help="also serve the 'eval' deployment, with this eval config")
     served.add_argument("--eval-model", default=None, help="the checkpoint the eval deployment evaluates by default")
+    served.add_argument("--train-config", default=None, help="also serve 'train': OUT/shards into OUT/train")
     served.set_defaults(handler=cmd_serve)
 
     evaluation = commands.add_parser("eval", help="few-shot evaluation of a checkpoint (benchmarks x shots)")
@@ -256,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--config", default=None, help="YAML merged over configs/eval.yaml")
     evaluation.add_argument("--force", action="store_true", help="recompute every cell (predictions are kept)")
     evaluation.set_defaults(handler=cmd_eval)
+
+    training = commands.add_parser("train", help="train on the current shard set (a LLaVA, configs/train-*.yaml)")
+    training.add_argument("--config", required=True, help="a training config, e.g. configs/train-tiny.yaml")
+    training.add_argument("--shards", required=True, help="the shards folder or fsspec URL (OUT/shards)")
+    training.add_argument("--out", required=True, help="a local folder; each run goes to OUT/runs/<set>-<config>/")
+    training.add_argument(
+        "--resume", action="store_true", help="continue this config's latest run on its pinned set, not a newer one"
+    )
+    training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a training config key, e.g. run.max_steps=10 (read as YAML)")  # fmt: skip
+    training.set_defaults(handler=cmd_train)
 
     trigger = commands.add_parser("trigger", help="start a run of a served deployment (textbook, process, collect)")
     trigger.add_argument("name", help="a deployment, e.g. textbook or process/process")

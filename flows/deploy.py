@@ -13,6 +13,7 @@ from prefect.deployments import run_deployment
 
 from configs import PipelineConfig, parse_config
 from configs.eval import EvalConfig
+from configs.train import TrainJobConfig
 from flows.collect import collect
 from flows.process import process, process_flow
 from pipeline.dag import PROCESS_STAGES
@@ -49,9 +50,11 @@ def serve_deployments(
     input_path: str | None,
     eval_config: EvalConfig | None = None,
     eval_model: str | None = None,
+    train_job: TrainJobConfig | None = None,
 ) -> None:
     """Register the deployments with their schedules and run them from this process until stopped; with an eval
-    config, the `eval` deployment too, writing under OUT/eval."""
+    config, the `eval` deployment too, writing under OUT/eval; with a training job, the `train` deployment, training
+    on OUT/shards into OUT/train."""
     parameters = {"out": out, "config": config.model_dump(mode="json")}
     deployments = [
         textbook_flow.to_deployment(
@@ -76,6 +79,10 @@ def serve_deployments(
         from flows.eval import eval_deployment
 
         deployments.append(eval_deployment(f"{out.rstrip('/')}/eval", eval_config, eval_model))
+    if train_job is not None:
+        from flows.train import train_deployment
+
+        deployments.append(train_deployment(f"{out.rstrip('/')}/train", f"{out.rstrip('/')}/shards", train_job))
     serve(*deployments, print_starting_message=True)
 
 

@@ -308,3 +308,26 @@ EVAL_CELL = pa.schema(
         ("rope_scaled", pa.bool_()),
     ]
 )
+
+# The train stage's table: one row per training run (one shard set under one config); the run's own files are in
+# OUT/runs/<unit>/ (checkpoints, metrics.json with every step, loss.png, model/).
+TRAIN_RUN = pa.schema(
+    [
+        ("shard_set", pa.string()),
+        ("samples_in_shards", pa.int64()),
+        ("steps", pa.int64()),
+        ("planned_steps", pa.int64()),
+        ("first_loss", pa.float64()),
+        ("final_loss", pa.float64()),
+        ("tokens", pa.int64()),
+        ("images", pa.int64()),
+        ("tokens_per_s", pa.float64()),
+        ("images_per_s", pa.float64()),
+        ("mfu", pa.float64()),
+        ("world_size", pa.int64()),
+        ("device", pa.string()),
+        ("resumed_from", pa.string()),
+        ("run_folder", pa.string()),
+        ("model", pa.string()),
+    ]
+)

@@ -9,10 +9,8 @@ import logging
 import os
 import sys
 
-import yaml
-
 from configs.schema import ConfigError
-from configs.train import load_train_config
+from configs.train import load_train_config, parse_overrides
 from train.run import train
 
 
@@ -27,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
-        config = load_train_config(args.config, overrides)
+        config = load_train_config(args.config, parse_overrides(args.set))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
