@@ -40,8 +40,9 @@ def _publish(data: Path, version: int) -> str:
     return read_index(OutDir(data))["set"]
 
 
-def _engine(run: Path, data: Path, resume: bool = False) -> Engine:
-    return Engine(OutDir(run), load_train_job(CONFIG, dict(QUICK)), train_dag(str(data / "shards"), resume))
+def _engine(run: Path, data: Path, resume: bool = False, **changes) -> Engine:
+    job = load_train_job(CONFIG, {**QUICK, **changes})
+    return Engine(OutDir(run), job, train_dag(str(data / "shards"), resume))
 
 
 def _status(engine: Engine) -> list[str]:
@@ -59,6 +60,7 @@ def test_one_run_per_shard_set_a_finished_run_is_skipped_and_a_new_set_is_a_new_
     assert row["shard_set"] == first_set and row["steps"] == 2 and row["samples_in_shards"] == 9
     assert (run / RUNS_DIR / unit / "metrics.json").is_file() and (run / RUNS_DIR / unit / "loss.png").is_file()
     assert _status(_engine(run, data)) == ["skipped"]
+    assert list(_engine(run, data, **{"optim.lr": 1e-3}).units(TRAIN_STAGE)) != [unit]  # a changed config: a new run
 
     second_set = _publish(data, 2)
     engine = _engine(run, data)
