@@ -180,6 +180,11 @@ class KeyframesConfig(Section):
     sample_interval_seconds: float = Field(gt=0)
     ssim_width: int = Field(ge=16, description="frames are downscaled to this width and made grayscale for SSIM")
     ssim_threshold: float = Field(gt=0, le=1)
+    motion_width: int = Field(ge=16, description="width at which a candidate is aligned to the last keyframe")
+    motion_max_changed_share: float = Field(
+        ge=0, le=1, description="an aligned candidate with less of its area changed is the same content moved"
+    )
+    motion_pixel_difference: int = Field(ge=1, le=255, description="a grey-level change that counts, once aligned")
     jpeg_quality: int = Field(ge=1, le=100)
     max_width: int | None = Field(default=None, ge=16, description="keyframes wider than this are downscaled")
 

@@ -1,7 +1,11 @@
-"""keyframes: a sampled frame becomes a keyframe when its SSIM to the last keyframe drops below a threshold.
+"""keyframes: a sampled frame becomes a keyframe when it shows new content: its SSIM to the last keyframe drops
+below a threshold, and aligned to that keyframe (a zoom, a scroll or a pan undone) more than a small share of it
+still differs.
 
-SSIM runs on small grayscale frames streamed from ffmpeg; only the chosen frames are decoded again at full
-resolution and stored as JPEG. SSIM, unlike pixel differences, stays high through a slow zoom or scroll.
+SSIM and the alignment run on small grayscale frames streamed from ffmpeg; only the chosen frames are decoded
+again at full resolution and stored as JPEG. A build-up step that adds a bullet changes a few per cent of the
+aligned frame; a slow zoom, once aligned, changes next to nothing, so it adds no keyframe until it is too large to
+align (then one).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import bisect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
@@ -19,21 +24,56 @@ from pipeline.frames import encode_jpeg
 from pipeline.media import sample_frames, scaled_size
 from pipeline.records import StageOutput
 
-VERSION = 1
+VERSION = 2
 
 
-def choose_keyframes(frames: Iterable[np.ndarray], ssim_threshold: float) -> Iterator[tuple[int, float | None]]:
-    """Yield (sample index, SSIM to the previous keyframe) for each frame that starts new visual content."""
-    last: np.ndarray | None = None
+ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+MAX_SCALE_CHANGE = 2.0  # an alignment that scales more than this, or shears, is a failed one
+
+
+def moved_share(last: np.ndarray, frame: np.ndarray, cfg: KeyframesConfig) -> float | None:
+    """The share of `frame`, aligned to `last` by scale and translation (ECC), that still differs from it; None
+    when the frames cannot be aligned (the search fails, or what it finds is no zoom or pan)."""
+    warp = np.eye(2, 3, dtype=np.float32)
+    try:
+        _, warp = cv2.findTransformECC(last.astype(np.float32), frame.astype(np.float32), warp, cv2.MOTION_AFFINE,
+                                       ECC_CRITERIA, None, 5)  # fmt: skip
+    except cv2.error:
+        return None
+    scale_x, scale_y = np.hypot(warp[0, 0], warp[1, 0]), np.hypot(warp[0, 1], warp[1, 1])
+    plausible = all(1 / MAX_SCALE_CHANGE < scale < MAX_SCALE_CHANGE for scale in (scale_x, scale_y))
+    if not plausible or abs(scale_x / scale_y - 1) > 0.1 or max(abs(warp[0, 1]), abs(warp[1, 0])) > 0.1:
+        return None
+    height, width = last.shape
+    flags = cv2.WARP_INVERSE_MAP
+    aligned = cv2.warpAffine(frame, warp, (width, height), flags=cv2.INTER_LINEAR + flags)
+    inside = cv2.warpAffine(np.ones_like(frame), warp, (width, height), flags=cv2.INTER_NEAREST + flags)
+    inside = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0
+    if inside.mean() < 0.4:  # too little of the keyframe is still in view to say
+        return None
+    difference = cv2.GaussianBlur(cv2.absdiff(last, aligned), (5, 5), 0)
+    return float((difference[inside] > cfg.motion_pixel_difference).mean())
+
+
+def choose_keyframes(frames: Iterable[np.ndarray], cfg: KeyframesConfig) -> Iterator[tuple[int, float | None]]:
+    """Yield (sample index, SSIM to the previous keyframe) for each frame that starts new visual content; frames
+    come at `motion_width` and are compared by SSIM at `ssim_width`."""
+    last: tuple[np.ndarray, np.ndarray] | None = None
     for index, frame in enumerate(frames):
+        height = max(1, round(frame.shape[0] * cfg.ssim_width / frame.shape[1]))
+        small = cv2.resize(frame, (cfg.ssim_width, height), interpolation=cv2.INTER_AREA)
         if last is None:
-            last = frame
+            last = frame, small
             yield index, None
             continue
-        similarity = float(structural_similarity(last, frame, data_range=255))
-        if similarity < ssim_threshold:
-            last = frame
-            yield index, similarity
+        similarity = float(structural_similarity(last[1], small, data_range=255))
+        if similarity >= cfg.ssim_threshold:
+            continue
+        moved = moved_share(last[0], frame, cfg)
+        if moved is not None and moved <= cfg.motion_max_changed_share:
+            continue
+        last = frame, small
+        yield index, similarity
 
 
 def keyframe_name(video_id: str, clip: dict[str, Any], n: int) -> str:
@@ -46,8 +86,8 @@ def extract_keyframes(
 ) -> Iterator[dict[str, Any]]:
     """Keyframe records in time order, each named after the clip it falls in."""
     interval = cfg.sample_interval_seconds
-    small = scaled_size(width, height, cfg.ssim_width)
-    chosen = list(choose_keyframes(sample_frames(path, interval, small, gray=True), cfg.ssim_threshold))
+    motion = scaled_size(width, height, cfg.motion_width)
+    chosen = list(choose_keyframes(sample_frames(path, interval, motion, gray=True), cfg))
     if not chosen:
         return
     full = scaled_size(width, height, cfg.max_width)
