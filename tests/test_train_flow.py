@@ -15,7 +15,8 @@ from pathlib import Path
 from transformers import LlavaForConditionalGeneration
 
 from configs import CONFIG_DIR
-from configs.train import load_train_job
+from configs.train import load_train_job, parse_train_job
+from flows.train import train_deployment
 from pipeline.engine.engine import Engine
 from pipeline.engine.local import run_stages
 from storage.outdir import OutDir
@@ -109,3 +110,11 @@ def test_textbook_train_through_prefect_writes_metrics_loss_curve_and_model(keyf
     assert set(artifacts) == {"train-metrics", "train-loss-curve"}
     assert "| final_loss |" in artifacts["train-metrics"]
     assert Path(run["loss_curve"]).resolve().as_uri() in artifacts["train-loss-curve"]
+
+
+def test_serve_registers_a_train_deployment_with_the_job(tmp_path):
+    job = load_train_job(CONFIG, dict(QUICK))
+    deployment = train_deployment(str(tmp_path / "train"), str(tmp_path / "shards"), job)
+    assert (deployment.flow_name, deployment.name) == ("train", "train")
+    assert parse_train_job(deployment.parameters["config"]) == job
+    assert deployment.parameters["shards"] == str(tmp_path / "shards")
