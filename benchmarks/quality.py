@@ -69,7 +69,7 @@ def lectures() -> list[dict]:
                 "name": "real-slides",
                 "video": REAL_SLIDES / truth["video"],
                 "narration": truth["narration"],
-                "changes": [segment["start"] for segment in truth["timeline"]],
+                "changes": [segment["start"] for segment in truth["timeline"] if segment["kind"] != "zoom"],
                 "titles": [slide["title"] for key, slide in truth["slide_text"].items() if not key.startswith("_")],
                 "key_words": truth["key_words"],
                 "truth_dir": REAL_SLIDES,
@@ -96,7 +96,7 @@ def measure(lecture: dict, config: PipelineConfig, out: OutDir) -> dict:
     shard_text = " ".join(text for sample in samples for text in sample["texts"] if text).lower()
     title_words = [word for title in lecture["titles"] for word in words(title)]
     times = [row["time"] for row in keyframes]
-    found_changes = sum(any(abs(t - change) <= 1.5 for t in times) for change in lecture["changes"])
+    found_changes = sum(any(abs(t - change) <= 1.0 for t in times) for change in lecture["changes"])
     result = {
         "asr_wer_plain": word_error_rate(lecture["narration"], " ".join(s["text"] for s in baseline.rows)),
         "asr_wer": word_error_rate(lecture["narration"], " ".join(row["text"] for row in asr)),
@@ -124,7 +124,7 @@ def main() -> None:
     folder = args.out or Path(tempfile.mkdtemp(prefix="quality-"))
     rows = {lecture["name"]: measure(lecture, config, OutDir(folder / f"run{i}")) for i, lecture in
             enumerate(lectures())}  # fmt: skip
-    keys = list(next(iter(rows.values())))
+    keys = list(dict.fromkeys(key for row in rows.values() for key in row))
     print("| figure | " + " | ".join(rows) + " |")
     print("|---|" + "---|" * len(rows))
     for key in keys:
