@@ -230,6 +230,9 @@ class ClipFilterConfig(Section):
     min_ocr_asr_similarity: float = Field(
         ge=-1, le=1, description="ocr_asr: MiniLM cosine of the clip's OCR text and speech below which frames go"
     )
+    min_evidence_words: int = Field(
+        ge=0, description="ocr_asr: a low similarity drops frames only when their OCR has this many real words"
+    )
     keep_textless_images: bool = Field(
         description="ocr_asr: frames without text and without a face cannot be compared with the speech; true keeps "
         "them (a diagram, a demo), false drops them"

@@ -6,7 +6,9 @@ no image. Then, by `clip_filter.method`:
 - `vlm` (production, the paper's way): a vision-language model captions the clip's frames (the `vlm` section, images
   as content parts through the LLM layer) and the caption is compared with the speech by MiniLM cosine.
 - `ocr_asr` (the embedded CPU default): the OCR text of the clip's frames is compared with the speech by MiniLM
-  cosine; frames without text are judged by what they show: when every one of them holds a face or a person (Haar
+  cosine, and a low score drops the frames only when the OCR holds at least `min_evidence_words` real words (noisy
+  OCR of handwriting scores low against any speech: that is no evidence); frames without text are judged by what
+  they show: when every one of them holds a face or a person (Haar
   cascades) the clip is a talking head; other textless frames cannot be compared, and `keep_textless_images` says
   what becomes of them. It reads text, not pictures: see configs/default.yaml for where it falls short of `vlm`.
 """
@@ -30,11 +32,12 @@ from pipeline.models.faces import load_face_detector
 from pipeline.models.llm import image_part, load_llm, text_part
 from pipeline.records import StageOutput, funnel
 
-VERSION = 2
+VERSION = 3
 
 KEPT_OCR_MATCH = "ocr_matches_asr"
 KEPT_CAPTION_MATCH = "caption_matches_asr"
 KEPT_TEXTLESS = "textless_not_compared"
+KEPT_WEAK_EVIDENCE = "ocr_too_sparse_to_judge"
 DROPPED_NO_KEYFRAMES = "no_keyframes"
 DROPPED_NO_KEPT_KEYFRAMES = "no_kept_keyframes"
 DROPPED_NO_SPEECH = "no_speech"
@@ -80,18 +83,23 @@ def judge_by_ocr(
     ocr = ["\n".join(frame["text"] for frame in clip if frame["has_text"]) for clip in frames]
     with_text = [i for i, text in enumerate(ocr) if text]
     similarity: dict[int, float] = {}
+    evidence: dict[int, int] = {}
     if with_text:
         embedder = load_text_embedder(config.embeddings.text_model, config.embeddings.device)
         scores = embedder.similarity([ocr[i] for i in with_text], [speech[i] for i in with_text])
         similarity = dict(zip(with_text, scores, strict=True))
+        evidence = {i: len(embedder.known_words(ocr[i])) for i in with_text}
     detector = load_face_detector(tuple(cfg.face_cascades), cfg.min_face_area_share)
     verdicts = []
     for index, clip in enumerate(frames):
         textless = [frame for frame in clip if not frame["has_text"]]
         faces = sum(detector.largest_share(gray_frame(frame["jpeg"], FACE_DETECTION_WIDTH)) > 0 for frame in textless)
-        if index in similarity:
-            keep = similarity[index] >= cfg.min_ocr_asr_similarity
-            reason = KEPT_OCR_MATCH if keep else DROPPED_OCR_MISMATCH
+        if index in similarity and similarity[index] >= cfg.min_ocr_asr_similarity:
+            keep, reason = True, KEPT_OCR_MATCH
+        elif index in similarity and evidence[index] < cfg.min_evidence_words:
+            keep, reason = True, KEPT_WEAK_EVIDENCE  # garbled or sparse OCR is no evidence of a mismatch
+        elif index in similarity:
+            keep, reason = False, DROPPED_OCR_MISMATCH
         elif faces == len(textless):
             keep, reason = False, DROPPED_FACE
         else:

@@ -18,7 +18,7 @@ from PIL import Image
 from configs import PipelineConfig
 from configs.schema import OpenAiLlmConfig
 from flows.runners import task_options
-from pipeline import interleave
+from pipeline import clip_filter, interleave
 from pipeline.clip_filter import filter_clips
 from pipeline.dag import DAG
 from pipeline.engine.stage import Unit, UnitWork
@@ -360,3 +360,16 @@ def test_a_slide_repeated_after_a_clip_boundary_shows_once_where_its_clip_keeps_
     assert shown(1, 2) == [1, 4]  # clip 0 lost its images: the first repeat in the next clip shows the slide
     assert shown(2) == [3, 4]
     assert shown(0) == [0]
+
+
+def test_garbled_ocr_is_no_evidence_against_a_clip_but_unrelated_words_are(config):
+    speech = ["Gradient descent takes a small step against the gradient of the loss at every iteration."]
+    garbled = [[{"text": "Thelophotrochozoanphylum nbosomes lInks cyloplasm", "has_text": True, "jpeg": _jpeg()}]]
+    unrelated = [[{"text": "Quarterly sales report of the retail division, prices and stores", "has_text": True,
+                   "jpeg": _jpeg()}]]  # fmt: skip
+    (weak,) = clip_filter.judge_by_ocr(speech, garbled, config)
+    (mismatch,) = clip_filter.judge_by_ocr(speech, unrelated, config)
+    assert weak["similarity"] < config.clip_filter.min_ocr_asr_similarity
+    assert (weak["keep_images"], weak["reason"]) == (True, clip_filter.KEPT_WEAK_EVIDENCE)
+    assert mismatch["similarity"] < config.clip_filter.min_ocr_asr_similarity
+    assert (mismatch["keep_images"], mismatch["reason"]) == (False, clip_filter.DROPPED_OCR_MISMATCH)

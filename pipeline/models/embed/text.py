@@ -3,6 +3,7 @@ default, any local folder or hub name in production. One model per process, what
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -31,6 +32,12 @@ class TextEmbedder:
                 texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
             )
         return np.asarray(vectors, dtype=np.float32)
+
+    def known_words(self, text: str) -> list[str]:
+        """The words of three letters or more that the model's tokenizer holds whole: real words, as opposed to
+        what OCR makes of handwriting or noise (a WordPiece vocabulary of about 30,000 common English words)."""
+        vocabulary = self.model.tokenizer.get_vocab()
+        return [word for word in re.findall(r"[a-z]{3,}", text.lower()) if word in vocabulary]
 
     def similarity(self, left: list[str], right: list[str]) -> list[float]:
         """Cosine similarity of each pair (left[i], right[i]); an empty text on either side scores 0."""
