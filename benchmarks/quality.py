@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from configs import PipelineConfig, load_config
+from eval.scorers import levenshtein
 from pipeline.asr import asr_output
 from pipeline.dag import DAG, PROCESS_STAGES
 from pipeline.engine.engine import Engine
@@ -38,15 +39,9 @@ def words(text: str) -> list[str]:
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference's length, on lowercase words without punctuation."""
-    ref, hyp = words(reference), words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        current = [i]
-        for j, other in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other)))
-        previous = current
-    return previous[-1] / max(1, len(ref))
+    """Word-level edit distance over the reference's length, on lowercase words without punctuation."""
+    ref = words(reference)
+    return levenshtein(ref, words(hypothesis)) / max(1, len(ref))
 
 
 def lectures() -> list[dict]:

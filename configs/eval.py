@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from configs.schema import CONFIG_DIR, ConfigError, LlmConfig, RunConfig, Section, _first_error, _merge
+from configs.schema import CONFIG_DIR, LlmConfig, RunConfig, Section, read_config_file, validate_config
 
 EVAL_CONFIG = CONFIG_DIR / "eval.yaml"
 
@@ -119,21 +118,9 @@ class EvalConfig(Section):
 
 def parse_eval_config(data: dict[str, Any]) -> EvalConfig:
     """Validate a config dict merged over `eval.yaml`."""
-    defaults = yaml.safe_load(EVAL_CONFIG.read_text())
-    try:
-        return EvalConfig.model_validate(_merge(defaults, data))
-    except ValidationError as error:
-        raise ConfigError(_first_error(error)) from None
+    return validate_config(EvalConfig, data, EVAL_CONFIG)
 
 
 def load_eval_config(path: str | Path | None) -> EvalConfig:
     """Read a YAML eval config (or only the defaults when `path` is None) and validate it."""
-    if path is None:
-        return parse_eval_config({})
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read config {path}: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
-    return parse_eval_config(data)
+    return parse_eval_config({} if path is None else read_config_file(path))

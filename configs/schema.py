@@ -7,10 +7,12 @@ key or a wrong type fails at once with the dotted name of the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -441,26 +443,35 @@ def _first_error(error: ValidationError) -> str:
     return f"config key '{key}': {first['msg']} (got {first.get('input')!r})"
 
 
-def parse_config(data: dict[str, Any]) -> PipelineConfig:
-    """Validate a config dict merged over the embedded defaults."""
-    defaults = yaml.safe_load(DEFAULT_CONFIG.read_text())
+def validate_config(model: type[ModelT], data: dict[str, Any], defaults: Path | None = None) -> ModelT:
+    """`data` merged over the YAML `defaults` (when given) and validated; the first error as one line naming its
+    key. Every config of the project (pipeline, training, evaluation) is read this way."""
+    merged = _merge(yaml.safe_load(defaults.read_text()), data) if defaults is not None else data
     try:
-        return PipelineConfig.model_validate(_merge(defaults, data))
+        return model.model_validate(merged)
     except ValidationError as error:
         raise ConfigError(_first_error(error)) from None
 
 
-def load_config(path: str | Path | None) -> PipelineConfig:
-    """Read a YAML config (or only the defaults when `path` is None) and validate it."""
-    if path is None:
-        return parse_config({})
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping of sections, or a one-line error saying why it is not one."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read config {path}: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
-    return parse_config(data)
+    return data
+
+
+def parse_config(data: dict[str, Any]) -> PipelineConfig:
+    """Validate a config dict merged over the embedded defaults."""
+    return validate_config(PipelineConfig, data, DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path | None) -> PipelineConfig:
+    """Read a YAML config (or only the defaults when `path` is None) and validate it."""
+    return parse_config({} if path is None else read_config_file(path))
 
 
 def dump_config(config: PipelineConfig) -> str:

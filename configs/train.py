@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from configs.schema import CONFIG_DIR, ConfigError, Section
+from configs.schema import CONFIG_DIR, ConfigError, Section, read_config_file, validate_config
 from configs.schema import RunConfig as TaskRunConfig
 
 Trainable = Literal["projector", "projector+llm", "all"]
@@ -125,22 +125,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def parse_train_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "<root>"
-        raise ConfigError(f"train config key '{key}': {first['msg']}") from None
+    return validate_config(TrainConfig, data)
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read train config {path}: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"train config {path} must be a mapping of sections")
-    return parse_train_config(data, overrides)
+    return parse_train_config(read_config_file(path), overrides)
 
 
 def dump_train_config(config: TrainConfig) -> str:
@@ -156,11 +145,7 @@ class TrainJobConfig(Section):
 
 
 def parse_train_job(data: dict[str, Any]) -> TrainJobConfig:
-    try:
-        return TrainJobConfig.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise ConfigError(f"train job key '{'.'.join(str(part) for part in first['loc'])}': {first['msg']}") from None
+    return validate_config(TrainJobConfig, data)
 
 
 def load_train_job(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainJobConfig:

@@ -16,6 +16,7 @@ our checks call these).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -205,7 +206,8 @@ def extract_math_answer(prediction: str, problem: MathProblem) -> str | None:
     return tail
 
 
-def levenshtein(left: str, right: str) -> int:
+def levenshtein(left: Sequence[str], right: Sequence[str]) -> int:
+    """Edit distance between two strings (or two word lists)."""
     previous = list(range(len(right) + 1))
     for i, a in enumerate(left, 1):
         current = [i]
