@@ -67,6 +67,8 @@ def _process(out: str, config: PipelineConfig, stages: list[str], video_ids: lis
 
     summary = process(out, config, stages, video_ids, force)
     print_summary(summary)
+    if stages != list(PROCESS_STAGES):  # `textbook stage`: did the stage's units run; the next `run` does the rest
+        return EXIT_NOTHING_PRODUCED if any(summary["stages"].get(name, {}).get("failed") for name in stages) else 0
     return 0 if summary["current"] and summary["samples"] else EXIT_NOTHING_PRODUCED
 
 
