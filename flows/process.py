@@ -44,7 +44,14 @@ def unit_state(result: UnitResult, retries: int) -> State:
     return Completed(name=_STATE_NAMES[result.status], message=message, data=result)
 
 
-@task(task_run_name="{stage}-{unit_id}", cache_policy=NO_CACHE)
+def retry_only_transient(task: object, task_run: object, state: State) -> bool:
+    """Prefect retries a task whose unit failed in a way a retry may fix (it raised TransientUnitFailure); a unit
+    that failed for good (a 404, a missing file, corrupt media) returned its Failed state and is recorded at once,
+    instead of holding a worker through the retry delays."""
+    return isinstance(state.result(raise_on_failure=False), TransientUnitFailure)
+
+
+@task(task_run_name="{stage}-{unit_id}", cache_policy=NO_CACHE, retry_condition_fn=retry_only_transient)
 def unit_task(stage: str, unit_id: str, engine: Engine, force: bool) -> State:
     result = engine.run_unit(stage, unit_id, force=force)
     return unit_state(result, getattr(engine.config.run.tasks, engine.dag[stage].kind).retries)

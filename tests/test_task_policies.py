@@ -46,7 +46,7 @@ print(json.dumps({
 
 def test_transient_failures_retry_and_reruns_show_skipped(tmp_path: Path, media_server):
     manifest = tmp_path / "urls.txt"
-    manifest.write_text(f"{media_server.url}/busy.mp4\n{PART2}\n")
+    manifest.write_text(f"{media_server.url}/busy.mp4\n{PART2}\n{media_server.url}/missing.mp4\n")
     config = {
         "run": {"progress": False, "concurrency_limits": {"network": 2},
                 "tasks": {"network": {"retries": 1, "retry_delay_seconds": 0.5, "timeout_seconds": 120}}},
@@ -62,15 +62,19 @@ def test_transient_failures_retry_and_reruns_show_skipped(tmp_path: Path, media_
     report = json.loads(completed.stdout.strip().splitlines()[-1])
 
     assert media_server.hits["/busy.mp4"] == 4, "one try per Prefect attempt, two attempts per run"
+    assert media_server.hits["/missing.mp4"] == 2, "a 404 cannot pass: one try per run, no Prefect retry"
     first, second = report["summaries"]
-    assert first["stages"]["download"]["failed"] == 1 and first["stages"]["download"]["done"] == 1
-    assert first["failures"]["by_reason"] == {"download: HTTP 429 (rate limited) after 1 attempts": 1}
+    assert first["stages"]["download"]["failed"] == 2 and first["stages"]["download"]["done"] == 1
+    assert first["failures"]["by_reason"] == {"download: HTTP 429 (rate limited) after 1 attempts": 1,
+                                              "download: HTTP 404 (not found)": 1}  # fmt: skip
     assert second["stages"]["download"]["skipped"] == 1 and second["stages"]["probe"]["skipped"] == 1
 
     runs = report["runs"]
     busy = [run for run in runs if run["name"] == "download-busy"]
     assert len(busy) == 2 and all(run["state"] == "Failed" and run["run_count"] == 2 for run in busy)
     assert all(set(run["tags"]) == {"network", "stage:download"} for run in busy)
+    missing = [run for run in runs if run["name"] == "download-missing"]
+    assert len(missing) == 2 and all(run["state"] == "Failed" and run["run_count"] == 1 for run in missing)
     local = sorted(run["state"] for run in runs if run["name"] == "download-lecture_part2")
     assert local == ["Completed", "Skipped"]
     assert sorted(run["state"] for run in runs if run["name"] == "probe-busy") == ["Blocked", "Blocked"]
