@@ -220,6 +220,11 @@ class FrameFilterConfig(Section):
     build_up: Literal["keep_all", "most_complete"] = Field(
         description="keep_all: every step of a slide built up piece by piece; most_complete: only its last step"
     )
+    visual_width: int = Field(ge=16, description="keyframes are compared picture to picture at this width")
+    duplicate_max_changed_share: float = Field(
+        ge=0, le=1, description="a frame is the same picture as the previous kept one when less of it changed"
+    )
+    pixel_difference: int = Field(ge=1, le=255, description="a grey-level change that counts, once aligned")
 
 
 class ClipFilterConfig(Section):

@@ -7,8 +7,11 @@ previous kept keyframe only, so a slide that returns after others is kept again:
 - the previous text kept and new text added (a slide built up piece by piece): a `build_up_step`, kept under
   `build_up: keep_all`; under `most_complete` the earlier step becomes `build_up_superseded`, `duplicate_of` the
   last step.
-A frame with detail but no text (a figure) is kept as `detail_without_text`: OCR cannot compare it, SSIM already
-found it different from the frame before.
+OCR cannot see handwriting or a drawing, so a frame is a `duplicate` only when its picture, aligned to the previous
+kept keyframe's (a zoom or a scroll undone), is the same too. A changed picture under the same text is a
+`build_up_step` when strokes were added and none erased (a whiteboard filling up), else a `distinct_picture` (two
+boards under one printed banner). A frame with detail but no text is kept as `detail_without_text` unless its
+picture repeats, or builds on, the previous kept one's.
 """
 
 from __future__ import annotations
@@ -19,17 +22,21 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
+import cv2
+import numpy as np
+
 from configs.schema import FrameFilterConfig
 from pipeline.engine.stage import UnitWork
-from pipeline.frames import edge_density, gray_frame, pixel_std
+from pipeline.frames import changed_share, edge_density, gray_frame, pixel_std
 from pipeline.keyframe_views import texts_by_keyframe
 from pipeline.records import StageOutput, funnel
 
-VERSION = 1
+VERSION = 2
 
 KEPT_TEXT = "distinct_text"
 KEPT_BUILD_UP = "build_up_step"
 KEPT_FIGURE = "detail_without_text"
+KEPT_PICTURE = "distinct_picture"
 DROPPED_BLANK = "blank"
 DROPPED_LOW_INFORMATION = "low_information"
 DROPPED_DUPLICATE = "duplicate"
@@ -80,12 +87,29 @@ def low_information(stats: dict[str, Any], cfg: FrameFilterConfig) -> str | None
     return None
 
 
+def adds_strokes(previous: np.ndarray, current: np.ndarray, cfg: FrameFilterConfig) -> bool:
+    """Whether what changed between the pictures is ink added (strokes, text, a drawing on the board) with little
+    erased: a board or slide built up, not wiped and redrawn. Ink is what stands out from the picture's background
+    (its median grey); a pixel or two of shift is tolerated."""
+
+    def ink(gray: np.ndarray) -> np.ndarray:
+        return np.abs(gray.astype(np.int16) - int(np.median(gray))) > cfg.pixel_difference
+
+    def grown(mask: np.ndarray) -> np.ndarray:
+        return cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+
+    before, after = ink(previous), ink(current)
+    added, erased = int((after & ~grown(before)).sum()), int((before & ~grown(after)).sum())
+    return added > 0 and erased <= cfg.build_up_max_lost_share * (added + erased)
+
+
 def filter_keyframes(
     keyframes: list[dict[str, Any]], ocr_text: dict[int, str], cfg: FrameFilterConfig
 ) -> list[dict[str, Any]]:
     """One row per keyframe, in time order: keep, reason, duplicate_of and the measures behind them."""
     rows: list[dict[str, Any]] = []
     previous: dict[str, Any] | None = None  # the last kept keyframe
+    previous_picture: np.ndarray | None = None
     for keyframe in sorted(keyframes, key=lambda row: row["time"]):
         text = ocr_text.get(keyframe["keyframe_id"], "")
         row = {
@@ -96,20 +120,44 @@ def filter_keyframes(
             "duplicate_of": None,
             "similarity": None,
             "new_chars": None,
+            "changed_share": None,
         }
         rows.append(row)
         dropped = low_information(row, cfg)
         if dropped is not None:
             row["keep"], row["reason"] = False, dropped
             continue
-        if not row["has_text"] or previous is None or not previous["has_text"]:
+        picture = gray_frame(keyframe["jpeg"], cfg.visual_width)
+        if previous is None or previous_picture is None:
             row["keep"], row["reason"] = True, KEPT_TEXT if row["has_text"] else KEPT_FIGURE
-            previous = row
+            previous, previous_picture = row, picture
+            continue
+        row["changed_share"] = changed_share(previous_picture, picture, cfg.pixel_difference)
+        same_picture = row["changed_share"] is not None and row["changed_share"] <= cfg.duplicate_max_changed_share
+        if not row["has_text"] or not previous["has_text"]:
+            if same_picture:
+                row["keep"], row["reason"], row["duplicate_of"] = False, DROPPED_DUPLICATE, previous["keyframe_id"]
+                continue
+            both_textless = not row["has_text"] and not previous["has_text"]
+            builds = both_textless and adds_strokes(previous_picture, picture, cfg)
+            row["keep"], row["reason"] = (
+                True,
+                KEPT_BUILD_UP if builds else KEPT_TEXT if row["has_text"] else KEPT_FIGURE,
+            )
+            previous, previous_picture = row, picture
             continue
         change = compare_text(ocr_text.get(previous["keyframe_id"], ""), text)
         row["similarity"], row["new_chars"] = change.similarity, change.new_chars
-        if change.new_chars < cfg.min_new_chars and change.similarity >= cfg.duplicate_min_similarity:
+        same_text = change.new_chars < cfg.min_new_chars and change.similarity >= cfg.duplicate_min_similarity
+        if same_text and same_picture:
             row["keep"], row["reason"], row["duplicate_of"] = False, DROPPED_DUPLICATE, previous["keyframe_id"]
+            continue
+        if same_text:  # the text OCR reads did not change, the picture did: strokes added, or another board
+            builds = adds_strokes(previous_picture, picture, cfg)
+            row["keep"], row["reason"] = True, KEPT_BUILD_UP if builds else KEPT_PICTURE
+            if builds and cfg.build_up == "most_complete":
+                _supersede(rows, previous, row)
+            previous, previous_picture = row, picture
             continue
         builds_on = change.new_chars >= cfg.min_new_chars and (
             change.lost_chars <= cfg.build_up_max_lost_share * change.previous_chars
@@ -117,7 +165,7 @@ def filter_keyframes(
         row["keep"], row["reason"] = True, KEPT_BUILD_UP if builds_on else KEPT_TEXT
         if builds_on and cfg.build_up == "most_complete":
             _supersede(rows, previous, row)
-        previous = row
+        previous, previous_picture = row, picture
     return rows
 
 

@@ -198,6 +198,7 @@ FRAME_FILTER = pa.schema(
         ("has_text", pa.bool_()),
         ("similarity", pa.float64()),
         ("new_chars", pa.int64()),
+        ("changed_share", pa.float64()),  # of the picture against the previous kept keyframe's, once aligned
     ]
 )
 
