@@ -92,9 +92,10 @@ def test_a_rerun_is_answered_by_the_call_cache(processed, config, tmp_path, monk
 
     monkeypatch.setattr(llm.backend, "complete", counted)
     first = _refine(processed, cached)
-    assert sum(calls) == len(first.rows) == 3
+    spoken = sum(1 for row in first.rows if row["asr"].strip())  # how many clips the ASR made: machine-dependent
+    assert spoken and sum(calls) == spoken
     with sqlite3.connect(tmp_path / "calls.sqlite") as db:
-        assert db.execute("SELECT COUNT(*) FROM calls").fetchone() == (3,)
+        assert db.execute("SELECT COUNT(*) FROM calls").fetchone() == (spoken,)
     calls.clear()
     assert _refine(processed, cached).rows == first.rows and calls == []
 
