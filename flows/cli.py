@@ -15,8 +15,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 from configs import ConfigError, PipelineConfig, load_config  # noqa: E402
 from pipeline.dag import DAG, PROCESS_STAGES  # noqa: E402
 from pipeline.inputs import InputError  # noqa: E402
+from storage.lock import OutputLocked, writer_lock  # noqa: E402
 from storage.outdir import OutDir  # noqa: E402
 
+WRITING_COMMANDS = {"run", "stage"}  # they write OUT: one at a time per folder (storage/lock.py)
 EXIT_NOTHING_PRODUCED = 1
 EXIT_USAGE = 2
 
@@ -309,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
 
     connect_if_running()
     try:
+        if args.command in WRITING_COMMANDS and not getattr(args, "deployment", False):
+            with writer_lock(OutDir(args.out), f"textbook {args.command}"):
+                return args.handler(args)
         return args.handler(args)
-    except (ConfigError, InputError, FileNotFoundError) as error:
+    except (ConfigError, InputError, FileNotFoundError, OutputLocked) as error:
         return _fail(str(error))
 
 
