@@ -2,10 +2,10 @@
 below a threshold, and aligned to that keyframe (a zoom, a scroll or a pan undone) more than a small share of it
 still differs.
 
-SSIM and the alignment run on small grayscale frames streamed from ffmpeg; only the chosen frames are decoded
-again at full resolution and stored as JPEG. A build-up step that adds a bullet changes a few per cent of the
-aligned frame; a slow zoom, once aligned, changes next to nothing, so it adds no keyframe until it is too large to
-align (then one).
+The video is decoded once, one sampled frame at a time: SSIM and the alignment run on small grayscale copies, and a
+chosen frame is stored as JPEG at full resolution while it is in memory. A build-up step that adds a bullet changes
+a few per cent of the aligned frame; a slow zoom, once aligned, changes next to nothing, so it adds no keyframe
+until it is too large to align (then one).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipeline.frames import changed_share, encode_jpeg
 from pipeline.media import sample_frames, scaled_size
 from pipeline.records import StageOutput
 
-VERSION = 3
+VERSION = 4
 
 
 def choose_keyframes(frames: Iterable[np.ndarray], cfg: KeyframesConfig) -> Iterator[tuple[int, float | None]]:
@@ -59,14 +59,19 @@ def extract_keyframes(
     """Keyframe records in time order, each named after the clip it falls in."""
     interval = cfg.sample_interval_seconds
     motion = scaled_size(width, height, cfg.motion_width)
-    chosen = list(choose_keyframes(sample_frames(path, interval, motion, gray=True), cfg))
-    if not chosen:
-        return
-    full = scaled_size(width, height, cfg.max_width)
-    frames = sample_frames(path, interval, full, gray=False, only=[index for index, _ in chosen])
+    latest: list[np.ndarray] = []  # the full-resolution frame the chooser judged last
+
+    def motion_frames() -> Iterator[np.ndarray]:
+        for frame in sample_frames(path, interval, scaled_size(width, height, cfg.max_width), gray=False):
+            latest[:] = [frame]
+            yield cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), motion, interpolation=cv2.INTER_AREA)
+
     clip_starts = [clip["start"] for clip in clips]
     per_clip: dict[int, int] = {}
-    for keyframe_id, ((index, similarity), frame) in enumerate(zip(chosen, frames, strict=True)):
+    # One decode: the chooser pulls one frame at a time and yields a keyframe before it pulls the next, so the
+    # frame it names is the one in `latest`, encoded while it is still in memory.
+    for keyframe_id, (index, similarity) in enumerate(choose_keyframes(motion_frames(), cfg)):
+        frame = latest[0]
         time = round(index * interval, 3)
         clip = clips[max(0, bisect.bisect_right(clip_starts, time) - 1)]
         n = per_clip.get(clip["clip_id"], 0)
