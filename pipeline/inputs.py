@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from configs.schema import InputConfig
 from pipeline.download import is_url
 from pipeline.records import VideoInput
+from storage.tables import digest
 
 MANIFEST_SUFFIXES = {".txt", ".csv", ".parquet"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -49,7 +50,7 @@ def source_fingerprint(path: str) -> str:
     """Content identity of a source file from its size and first and last MiB: cheap even for long videos.
     A URL is identified by itself: what it serves is pinned by the download stage's result."""
     if is_url(path):
-        return hashlib.sha256(path.encode()).hexdigest()[:16]
+        return digest(path)
     if not os.path.isfile(path):
         return "missing"
     size = os.path.getsize(path)

@@ -251,8 +251,8 @@ class Engine:
             return
         path = self.result_path(ref)
         stale = self.out.path(STALE_DIR, stage.name, f"{unit_id}.{stamp.fingerprint}.parquet")
-        self.out.write_bytes(stale, self.out.read_bytes(path))
-        self.out.remove(path)
+        self.out.fs.makedirs(stale.rsplit("/", 1)[0], exist_ok=True)
+        self.out.fs.mv(path, stale)
         if stage.retire is not None:
             stage.retire(self.out, stamp)
         self._changed(stage.name)
