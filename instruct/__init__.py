@@ -1,0 +1,1 @@
+"""Instruction data, MAmmoTH-VL style: triage, rewrite, filter, decontaminate, mix and export (see dag.py)."""
