@@ -1,6 +1,6 @@
 """ASR back-ends behind one call: `transcribe(16 kHz float32 samples, language) -> Transcript`.
 
-Both decode greedily (beam_size 1) with no temperature fallback, so the same audio gives the same text, and
+Both decode with no temperature fallback (greedy or beam search), so the same audio gives the same text, and
 neither skips a window it thinks is silent: that verdict is the asr stage's, which records why.
 """
 
