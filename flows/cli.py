@@ -118,7 +118,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     eval_config = load_eval_config(args.eval_config) if args.eval_config else None
     train_job = load_train_job(args.train_config) if args.train_config else None
-    serve_deployments(args.out, load_config(args.config), args.input, eval_config, args.eval_model, train_job)
+    instruct_config = None
+    if args.instruct_config:
+        from configs.instruct import load_instruct_config
+
+        instruct_config = load_instruct_config(args.instruct_config)
+    serve_deployments(args.out, load_config(args.config), args.input, eval_config, args.eval_model, train_job,
+                      instruct_config)  # fmt: skip
     return 0
 
 
@@ -152,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.train import run_train
 
     job = load_train_job(args.config, parse_overrides(args.set))
-    summary = run_train(args.out, args.shards, job, args.resume)
+    summary = run_train(args.out, args.shards or args.sft, job, args.resume)
     for run in summary["runs"]:
         if run["current"]:
             row = run["row"]
@@ -164,6 +170,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     for failure in summary["failures"]:
         print(f"failed: {failure}")
     return 0 if summary["current"] else EXIT_NOTHING_PRODUCED
+
+
+def cmd_instruct(args: argparse.Namespace) -> int:
+    from configs.instruct import load_instruct_config
+    from flows.instruct import run_instruct
+
+    config = load_instruct_config(args.config)
+    added = {}
+    for given in args.source:
+        tag, _, path = given.partition("=") if "=" in given else (Path(given).stem, "", given)
+        added[tag] = config.source_defaults.model_copy(update={"path": path})
+    config = config.model_copy(update={"sources": {**config.sources, **added}})
+    report = run_instruct(args.out, args.shards, config, args.force)
+    out = OutDir(args.out)
+    print(out.read_bytes(out.path("report.md")).decode())
+    print(f"conversations: {out.path('instruct.json')}\nparquet: {out.path('instruct.parquet')}\n"
+          f"data list: {out.path('data.yaml')}\nreport: {out.path('report.json')}")  # fmt: skip
+    return 0 if report["current"] and sum(report["exported"].values()) else EXIT_NOTHING_PRODUCED
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -272,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--eval-config", default=None, help="also serve the 'eval' deployment, with this eval config")
     served.add_argument("--eval-model", default=None, help="the checkpoint the eval deployment evaluates by default")
     served.add_argument("--train-config", default=None, help="also serve 'train': OUT/shards into OUT/train")
+    served.add_argument("--instruct-config", default=None, help="also serve 'instruct': OUT/shards into OUT/instruct")
     served.set_defaults(handler=cmd_serve)
 
     evaluation = commands.add_parser("eval", help="few-shot evaluation of a checkpoint (benchmarks x shots)")
@@ -285,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     training = commands.add_parser("train", help="train on the current shard set (a LLaVA, configs/train-*.yaml)")
     training.add_argument("--config", required=True, help="a training config, e.g. configs/train-tiny.yaml")
-    training.add_argument("--shards", required=True, help="the shards folder or fsspec URL (OUT/shards)")
+    data = training.add_mutually_exclusive_group(required=True)
+    data.add_argument("--shards", help="the shards folder or fsspec URL (OUT/shards): pretraining")
+    data.add_argument("--sft", metavar="DIR", help="an instruct export (textbook instruct --out DIR): fine-tuning")
     training.add_argument("--out", required=True, help="a local folder; each run goes to OUT/runs/<set>-<config>/")
     training.add_argument(
         "--resume", action="store_true", help="continue this config's latest run on its pinned set, not a newer one"
@@ -293,6 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a training config key, e.g. run.max_steps=10 (read as YAML)")  # fmt: skip
     training.set_defaults(handler=cmd_train)
+
+    instruct = commands.add_parser("instruct", help="instruction conversations from the shards and image-text sets")
+    instruct.add_argument("--config", default=None, help="YAML merged over configs/instruct.yaml")
+    instruct.add_argument("--shards", default=None, help="the shards folder or fsspec URL (OUT/shards)")
+    instruct.add_argument("--source", action="append", default=[], metavar="[TAG=]PATH",
+                          help="an image-text set (Parquet/JSON/JSONL, datasets folder), repeatable")  # fmt: skip
+    instruct.add_argument("--out", required=True, help="DIR: instruct.json, images/, instruct.parquet, data.yaml")
+    instruct.add_argument("--force", action="store_true", help="recompute every unit (LLM answers stay cached)")
+    instruct.set_defaults(handler=cmd_instruct)
 
     trigger = commands.add_parser("trigger", help="start a run of a served deployment (textbook, process, collect)")
     trigger.add_argument("name", help="a deployment, e.g. textbook or process/process")

@@ -13,6 +13,7 @@ from prefect.deployments import run_deployment
 
 from configs import PipelineConfig, parse_config
 from configs.eval import EvalConfig
+from configs.instruct import InstructConfig
 from configs.train import TrainJobConfig
 from flows.collect import collect
 from flows.process import process, process_flow
@@ -51,10 +52,11 @@ def serve_deployments(
     eval_config: EvalConfig | None = None,
     eval_model: str | None = None,
     train_job: TrainJobConfig | None = None,
+    instruct_config: InstructConfig | None = None,
 ) -> None:
     """Register the deployments with their schedules and run them from this process until stopped; with an eval
     config, the `eval` deployment too, writing under OUT/eval; with a training job, the `train` deployment, training
-    on OUT/shards into OUT/train."""
+    on OUT/shards into OUT/train; with an instruct config, the `instruct` deployment, OUT/shards into OUT/instruct."""
     parameters = {"out": out, "config": config.model_dump(mode="json")}
     deployments = [
         textbook_flow.to_deployment(
@@ -83,6 +85,11 @@ def serve_deployments(
         from flows.train import train_deployment
 
         deployments.append(train_deployment(f"{out.rstrip('/')}/train", f"{out.rstrip('/')}/shards", train_job))
+    if instruct_config is not None:
+        from flows.instruct import instruct_deployment
+
+        root = out.rstrip("/")
+        deployments.append(instruct_deployment(f"{root}/instruct", f"{root}/shards", instruct_config))
     serve(*deployments, print_starting_message=True)
 
 

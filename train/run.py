@@ -287,9 +287,10 @@ def _fit(trainer: Trainer) -> None:
 def train(
     config: TrainConfig | str | Path, shards: ShardSet | str | Path, out: str | Path, resume: bool = False
 ) -> dict[str, Any]:
-    """Train on a shard set (one already opened, or the set current in a folder or fsspec URL holding index.json)
-    into the run folder `out`; with `resume`, continue from its latest complete checkpoint (on the set that
-    checkpoint pinned). Returns the run's metrics."""
+    """Train on a shard set (one already opened, or the set current in a folder or fsspec URL holding index.json),
+    or fine-tune on an instruct export (a folder holding instruct.parquet: train/sft.py), into the run folder `out`;
+    with `resume`, continue from its latest complete checkpoint (on the set that checkpoint pinned). Returns the
+    run's metrics."""
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config)
     processes = start()
     try:
@@ -300,8 +301,10 @@ def train(
             raise FileExistsError(f"{run} holds checkpoints: resume it (--resume) or train into a new folder")
         run.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
-        shard_set = shards if isinstance(shards, ShardSet) else ShardSet.at(str(shards))
-        trainer = Trainer(cfg, shard_set, run, processes)
+        from train.sft import open_training_data, trainer_class  # an instruct export trains by SFT (train/sft.py)
+
+        data = open_training_data(shards)
+        trainer = trainer_class(data)(cfg, data, run, processes)
         resumed_from = trainer.resume() if resume else None
         if processes.main:
             trainer.forget_samples_after(trainer.state["step"])

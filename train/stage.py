@@ -29,6 +29,7 @@ from storage.tables import digest
 from train import checkpoint
 from train.report import LOSS_PLOT, METRICS_FILE
 from train.run import MODEL_DIR, train
+from train.sft import open_training_data
 from train.shardset import from_pinned
 
 TRAIN_STAGE = "train"
@@ -71,7 +72,8 @@ class TrainRuns:
 
     def plan(self, engine: Engine, stage: Stage) -> Iterator[Unit]:
         config = config_digest(engine.config)
-        shard_set = (latest_pinned_set(engine.out, config) if self.resume else None) or ShardSet.at(self.shards)
+        pinned = latest_pinned_set(engine.out, config) if self.resume else None
+        shard_set = pinned or open_training_data(self.shards)
         external = {"shards": shard_set.set_id, "config": config}
         yield Unit(f"{shard_set.set_id}-{config}", external=external, payload=shard_set, source=shard_set.url)
 
