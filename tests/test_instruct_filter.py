@@ -18,7 +18,10 @@ from instruct.text import as_turns
 from instruct.triage import categorise, rule_category
 from pipeline.models.llm import Llm, load_llm
 from pipeline.models.llm.server import ChatServer
-from tests.test_instruct_pipeline import instruct_config, user_set  # noqa: F401 - shared session fixtures
+from tests import test_instruct_pipeline as shared
+
+# the pipeline test's session fixtures: equal configs, so one model serves both modules
+instruct_config, user_set = shared.instruct_config, shared.user_set
 
 SOURCE = (
     "Text in the picture: Gradient descent. Step against the gradient of the loss. Learning rate. "
@@ -69,8 +72,10 @@ def served_judge(instruct_config: InstructConfig, tmp_path: Path) -> Iterator[Ll
     thread.start()
     openai = OpenAiLlmConfig(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key_env=None,
                              timeout_seconds=120.0)  # fmt: skip
-    client = instruct_config.llm.model_copy(update={"backend": "openai", "model": embedded.model_id,
-                                                    "cache_path": str(tmp_path / "client.sqlite"), "openai": openai})  # fmt: skip
+    client = instruct_config.llm.model_copy(
+        update={"backend": "openai", "model": embedded.model_id, "cache_path": str(tmp_path / "client.sqlite"),
+                "openai": openai}
+    )  # fmt: skip
     yield load_llm(client)
     server.shutdown()
     server.server_close()
