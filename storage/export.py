@@ -20,10 +20,9 @@ def iter_samples(out: OutDir) -> Iterator[dict[str, Any]]:
 
 def export_published(out: OutDir, target: str | Path) -> dict[str, int]:
     """Write `textbook.json` (a list of samples, images as relative paths) and `images/` as the published
-    multimodal_textbook release lays them out, so the original LLaVA training scripts can read them."""
-    target = Path(target)
-    images_dir = target / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
+    multimodal_textbook release lays them out, so the original LLaVA training scripts can read them. Every file is
+    written atomically, `textbook.json` last: an export killed midway is never taken for a finished one."""
+    folder = OutDir(target)
     samples, image_count = [], 0
     for sample in iter_samples(out):
         paths = []
@@ -31,14 +30,12 @@ def export_published(out: OutDir, target: str | Path) -> dict[str, int]:
             if image is None:
                 paths.append(None)
                 continue
-            file = images_dir / Path(image["path"]).name
-            file.write_bytes(image["bytes"])
-            paths.append(f"images/{file.name}")
+            name = Path(image["path"]).name
+            folder.write_bytes(folder.path("images", name), image["bytes"])
+            paths.append(f"images/{name}")
             image_count += 1
         samples.append({**sample, "images": paths, "metadata": json.loads(sample["metadata"])})
-    partial = target / "textbook.json.partial"
-    partial.write_text(json.dumps(samples, ensure_ascii=False, indent=1))
-    partial.replace(target / "textbook.json")
+    folder.write_bytes(folder.path("textbook.json"), json.dumps(samples, ensure_ascii=False, indent=1).encode())
     return {"samples": len(samples), "images": image_count}
 
 

@@ -1,7 +1,8 @@
 """The output folder: where each artefact lives, and writes that are atomic on any fsspec filesystem.
 
-A file under its final name is complete: writers fill `<name>.partial`, flush and fsync it, then rename it
-into place, so a killed run leaves only `.partial` files, which the next run overwrites.
+A file under its final name is complete: writers fill `<name>.partial`, flush and fsync it, rename it into place
+and, on a local disk, fsync the folder so the rename itself survives a power cut. A killed run leaves only `.partial`
+files, which the next run overwrites; a failed write (a full disk) removes its `.partial` and raises.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from fsspec.implementations.local import LocalFileSystem
 
 PARTIAL_SUFFIX = ".partial"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@#-]*$")
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make a rename or a new entry in `folder` durable (POSIX keeps names in the folder, not in the file)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class OutDir:
@@ -65,6 +75,8 @@ class OutDir:
                 if self.is_local:
                     os.fsync(handle.fileno())
             self.fs.mv(partial, path)
+            if self.is_local:
+                fsync_dir(path.rsplit("/", 1)[0])
         except BaseException:
             if self.fs.exists(partial):
                 self.fs.rm(partial)

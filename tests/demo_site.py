@@ -20,11 +20,12 @@ SLOW_BYTES_PER_SECOND = 40_000
 class MediaServer:
     """Serves the videos of `folder`, pages registered with `page()`, `/search/<query>.html` (a results page
     listing every video), `/busy.mp4` (always 429) and `/slow/<name>` (the file, throttled, so a download can be
-    killed mid-file). Counts requests per path."""
+    killed mid-file). Setting `throttled` sends every file that slowly. Counts requests per path."""
 
     def __init__(self, folder: Path, port: int = 0) -> None:
         self.folder = folder
         self.hits: Counter[str] = Counter()
+        self.throttled = False
         server = self
 
         class Handler(SimpleHTTPRequestHandler):
@@ -46,6 +47,8 @@ class MediaServer:
                     self.send_error(429, "Too Many Requests")
                 elif self.path.startswith("/slow/"):
                     self._send_slowly(folder / self.path.removeprefix("/slow/"))
+                elif server.throttled and (folder / Path(self.path).name).is_file():
+                    self._send_slowly(folder / Path(self.path).name)
                 elif self.path in server.pages:
                     self._send_html(server.pages[self.path])
                 elif self.path.startswith("/search/"):

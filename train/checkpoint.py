@@ -3,8 +3,9 @@ own shards), the scheduler, every rank's RNG states, and
 the run state (step, data positions, history).
 
 A checkpoint is written under `step-N.partial/` and renamed to `step-N/` once every rank has written and synced its
-files, with `state.json` last: a killed save leaves only a `.partial` folder, which is never read and is removed by
-the next save.
+files, with `state.json` last, then the folder holding it is fsynced: a killed save leaves only a `.partial` folder,
+which is never read and is removed by the next save. An old checkpoint is renamed to `.partial` before it is deleted,
+so a kill mid-delete leaves no half checkpoint under a complete name either.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from storage.outdir import fsync_dir
 from train.distributed import Processes, barrier
 
 CHECKPOINTS = "checkpoints"
@@ -64,14 +66,6 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def _fsync_dir(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
     temporary = folder / f"{STATE_FILE}.tmp"
     with temporary.open("w") as handle:
@@ -109,11 +103,13 @@ def save(
     barrier(processes)
     if processes.main:
         _write_state(partial, state)
+        fsync_dir(partial)
         partial.rename(final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         older = sorted(p for p in final.parent.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL))
-        for old in older[:-keep]:
-            shutil.rmtree(old)
+        for old in older[:-keep]:  # renamed out of view first: a kill mid-delete leaves no half checkpoint behind
+            doomed = old.rename(old.with_name(old.name + PARTIAL))
+            shutil.rmtree(doomed)
     barrier(processes)
     return final
 

@@ -4,6 +4,7 @@ them through a plain (unsharded) model built on the meta device, with LoRA adapt
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 from configs.train import LoraConfig
+from storage.outdir import fsync_dir
 from train.distributed import Processes, barrier
 from train.parts import merge_lora
 
@@ -32,6 +34,11 @@ def export(
         else:
             plain = merge_lora(plain, lora, state)
         plain.tie_weights()
-        plain.save_pretrained(folder)
-        processor.save_pretrained(folder)
+        partial = folder.with_name(folder.name + ".partial")  # a killed export never looks like a model
+        shutil.rmtree(partial, ignore_errors=True)
+        plain.save_pretrained(partial)
+        processor.save_pretrained(partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+        fsync_dir(folder.parent)
     barrier(processes)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +12,21 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from storage.outdir import OutDir  # noqa: E402
+
 METRICS_FILE = "metrics.json"
 LOSS_PLOT = "loss.png"
 
 
+def write_file(run: Path, name: str, data: bytes) -> Path:
+    """`run/name` written atomically (storage's `.partial`, fsync, rename): a killed run never leaves half a file."""
+    folder = OutDir(run)
+    folder.write_bytes(folder.path(name), data)
+    return run / name
+
+
 def write_metrics(run: Path, metrics: dict[str, Any]) -> Path:
-    path = run / METRICS_FILE
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(metrics, indent=2))
-    os.replace(temporary, path)
-    return path
+    return write_file(run, METRICS_FILE, json.dumps(metrics, indent=2).encode())
 
 
 def plot_loss(run: Path, history: list[dict[str, Any]], title: str) -> Path:
@@ -32,7 +37,7 @@ def plot_loss(run: Path, history: list[dict[str, Any]], title: str) -> Path:
     axis.set_title(title)
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    path = run / LOSS_PLOT
-    figure.savefig(path, dpi=100)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
     plt.close(figure)
-    return path
+    return write_file(run, LOSS_PLOT, image.getvalue())

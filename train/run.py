@@ -30,13 +30,21 @@ from train.export import export
 from train.flops import FlopsModel, peak_flops
 from train.model import build_model
 from train.parts import add_lora, set_trainable
-from train.report import plot_loss, write_metrics
+from train.report import plot_loss, write_file, write_metrics
 from train.shardset import from_pinned, list_units, pinned
 from train.stream import ShardStream, loader
 
 logger = logging.getLogger(__name__)
 MODEL_DIR = "model"
 SAMPLES_LOG = "samples.jsonl"
+
+
+def _logged_step(line: str) -> float:
+    """The step of a sample-log line; a line a kill cut short counts as after every checkpoint (it is dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 @dataclass
@@ -137,8 +145,8 @@ class Trainer:
         """Steps an interrupted run logged after its last checkpoint are trained again: drop their lines."""
         log = self.run / SAMPLES_LOG
         if log.exists():
-            lines = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-            log.write_text("".join(line + "\n" for line in lines))
+            lines = [line for line in log.read_text().splitlines() if _logged_step(line) <= step]
+            write_file(self.run, SAMPLES_LOG, "".join(line + "\n" for line in lines).encode())
 
     def _autocast(self):
         if self.dtype is None or self.sharded:  # FSDP casts by its mixed-precision policy
@@ -308,7 +316,7 @@ def train(
         resumed_from = trainer.resume() if resume else None
         if processes.main:
             trainer.forget_samples_after(trainer.state["step"])
-            (run / "config.yaml").write_text(dump_train_config(cfg))
+            write_file(run, "config.yaml", dump_train_config(cfg).encode())
         _fit(trainer)
         metrics = trainer.metrics(time.perf_counter() - began, resumed_from)
         if cfg.run.save_model:
