@@ -65,6 +65,7 @@ class DownloadConfig(Section):
     format: str = Field(description="yt-dlp format selector")
     attempts: int = Field(ge=1, description="tries for transient failures (HTTP 429/5xx, timeouts)")
     backoff_seconds: float = Field(ge=0, description="wait before retry n is backoff_seconds * 2**n")
+    max_retry_after_seconds: float = Field(ge=0, description="the longest wait a 429's Retry-After may ask for")
     concurrent: int = Field(ge=1, description="downloads at once per process")
     rate_limit_bytes_per_second: int | None = Field(ge=1)
     max_filesize_mb: float | None = Field(gt=0)
@@ -227,6 +228,23 @@ class FrameFilterConfig(Section):
     pixel_difference: int = Field(ge=1, le=255, description="a grey-level change that counts, once aligned")
 
 
+class PictureLabelsConfig(Section):
+    """ocr_asr: a textless picture an ImageNet classifier names with confidence, compared with the speech by name."""
+
+    model: str = Field(description="EfficientNet-Lite0 ImageNet weights (a file or pkg: path); its own head names")
+    top: int = Field(ge=1, le=10, description="the most likely classes compared with the speech")
+    min_confidence: float = Field(
+        ge=0, le=1, description="the first class at least this likely: the classifier knows what the picture shows"
+    )
+    min_label_asr_similarity: float = Field(
+        ge=-1, le=1, description="MiniLM cosine of the best of the names and the speech below which the picture goes"
+    )
+    graphic_labels: list[str] = Field(
+        description="classes the classifier gives pages, screens and drawings: they say nothing of the subject, so a "
+        "picture named so is not judged by its name"
+    )
+
+
 class ClipFilterConfig(Section):
     """Per clip: whether its keyframes stay (its speech always does)."""
 
@@ -241,9 +259,10 @@ class ClipFilterConfig(Section):
         ge=0, description="ocr_asr: a low similarity drops frames only when their OCR has this many real words"
     )
     keep_textless_images: bool = Field(
-        description="ocr_asr: frames without text and without a face cannot be compared with the speech; true keeps "
-        "them (a diagram, a demo), false drops them"
+        description="ocr_asr: frames without text, without a face and without a name the picture labeller is sure of "
+        "cannot be compared with the speech; true keeps them (a diagram, a demo), false drops them"
     )
+    picture_labels: PictureLabelsConfig
     face_cascades: list[str] = Field(
         description="OpenCV Haar cascades (files in cv2.data.haarcascades) whose hits count as a face or person"
     )

@@ -7,10 +7,11 @@ no image. Then, by `clip_filter.method`:
   as content parts through the LLM layer) and the caption is compared with the speech by MiniLM cosine.
 - `ocr_asr` (the embedded CPU default): the OCR text of the clip's frames is compared with the speech by MiniLM
   cosine, and a low score drops the frames only when the OCR holds at least `min_evidence_words` real words (noisy
-  OCR of handwriting scores low against any speech: that is no evidence); frames without text are judged by what
-  they show: when every one of them holds a face or a person (Haar
-  cascades) the clip is a talking head; other textless frames cannot be compared, and `keep_textless_images` says
-  what becomes of them. It reads text, not pictures: see configs/default.yaml for where it falls short of `vlm`.
+  OCR of handwriting scores low against any speech: that is no evidence). Each frame without text is judged on its
+  own, in any clip, by what it shows: a face or a person (Haar cascades) is a talking head, and a picture the
+  ImageNet classifier names with confidence is compared with the speech by those names; either drops that frame
+  only. Other textless frames cannot be compared, and `keep_textless_images` says what becomes of them where no
+  OCR match carries the clip. See configs/default.yaml for where this falls short of `vlm`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from configs.schema import ClipFilterConfig
 from pipeline.engine.stage import UnitWork
 from pipeline.frames import encode_jpeg, gray_frame
 from pipeline.keyframe_views import stand_ins, texts_by_keyframe
-from pipeline.models.embed import load_text_embedder
+from pipeline.models.embed import TextEmbedder, load_picture_labeller, load_text_embedder
 from pipeline.models.faces import load_face_detector
 from pipeline.models.llm import image_part, load_llm, text_part
 from pipeline.records import StageOutput, funnel
 
-VERSION = 3
+VERSION = 4
 
 KEPT_OCR_MATCH = "ocr_matches_asr"
 KEPT_CAPTION_MATCH = "caption_matches_asr"
@@ -45,6 +46,7 @@ DROPPED_OCR_MISMATCH = "ocr_asr_dissimilar"
 DROPPED_CAPTION_MISMATCH = "caption_asr_dissimilar"
 DROPPED_FACE = "face_without_text"
 DROPPED_TEXTLESS = "no_text"
+DROPPED_UNRELATED_PICTURE = "picture_unrelated_to_speech"
 
 FACE_DETECTION_WIDTH = 640
 
@@ -60,6 +62,7 @@ def _row(clip_id: int, keep: bool, reason: str, method: str, frames: list[dict[s
         "frames_with_face": None,
         "similarity": None,
         "caption": None,
+        "dropped_frames": [],
     }
 
 
@@ -74,40 +77,71 @@ def undecidable(clip: dict[str, Any], keyframes: list[dict[str, Any]], frames: l
     return None
 
 
+def textless_verdicts(
+    speech: list[str], frames: list[list[dict[str, Any]]], embedder: TextEmbedder, config: PipelineConfig
+) -> list[dict[int, str]]:
+    """Per clip, the textless frames that show evidence against themselves, by keyframe id, with the reason: a
+    face or a person, or a picture the classifier names with confidence (not as a page or a screen) whose best
+    name is unrelated to the clip's speech. The names of a whole video are one batch for each model."""
+    cfg = config.clip_filter
+    labels_cfg = cfg.picture_labels
+    detector = load_face_detector(tuple(cfg.face_cascades), cfg.min_face_area_share)
+    against: list[dict[int, str]] = [{} for _ in frames]
+    named: list[tuple[int, int, list[str]]] = []  # clip, keyframe id, the names to compare with the speech
+    pictures = [(index, frame) for index, clip in enumerate(frames) for frame in clip if not frame["has_text"]]
+    if not pictures:
+        return against
+    labeller = load_picture_labeller(labels_cfg.model, config.embeddings.device)
+    images = [Image.open(io.BytesIO(frame["jpeg"])).convert("RGB") for _, frame in pictures]
+    graphic = set(labels_cfg.graphic_labels)
+    for (index, frame), labels in zip(pictures, labeller.labels(images, labels_cfg.top), strict=True):
+        if detector.largest_share(gray_frame(frame["jpeg"], FACE_DETECTION_WIDTH)) > 0:
+            against[index][frame["keyframe_id"]] = DROPPED_FACE
+        elif labels[0][1] >= labels_cfg.min_confidence and labels[0][0] not in graphic:
+            named.append((index, frame["keyframe_id"], [name for name, _ in labels if name not in graphic]))
+    pairs = [(index, keyframe_id, name) for index, keyframe_id, names in named for name in names]
+    if pairs:
+        scores = embedder.similarity([name for _, _, name in pairs], [speech[index] for index, _, _ in pairs])
+        best: dict[tuple[int, int], float] = {}
+        for (index, keyframe_id, _), score in zip(pairs, scores, strict=True):
+            best[index, keyframe_id] = max(best.get((index, keyframe_id), -1.0), float(score))
+        for (index, keyframe_id), score in best.items():
+            if score < labels_cfg.min_label_asr_similarity:
+                against[index][keyframe_id] = DROPPED_UNRELATED_PICTURE
+    return against
+
+
 def judge_by_ocr(
     speech: list[str], frames: list[list[dict[str, Any]]], config: PipelineConfig
 ) -> list[dict[str, Any]]:
-    """The verdict per clip (keep_images, reason, OCR-speech similarity, frames with a face); `frames` carry `text`,
-    `has_text` and `jpeg`. The similarities of a whole video are one batch for the embedder."""
+    """The verdict per clip (keep_images, reason, OCR-speech similarity, frames with a face, the frames dropped on
+    their own); `frames` carry `text`, `has_text` and `jpeg`. The similarities of a whole video are one batch."""
     cfg = config.clip_filter
     ocr = ["\n".join(frame["text"] for frame in clip if frame["has_text"]) for clip in frames]
     with_text = [i for i, text in enumerate(ocr) if text]
-    similarity: dict[int, float] = {}
-    evidence: dict[int, int] = {}
-    if with_text:
-        embedder = load_text_embedder(config.embeddings.text_model, config.embeddings.device)
-        scores = embedder.similarity([ocr[i] for i in with_text], [speech[i] for i in with_text])
-        similarity = dict(zip(with_text, scores, strict=True))
-        evidence = {i: len(embedder.known_words(ocr[i])) for i in with_text}
-    detector = load_face_detector(tuple(cfg.face_cascades), cfg.min_face_area_share)
+    embedder = load_text_embedder(config.embeddings.text_model, config.embeddings.device)
+    scores = embedder.similarity([ocr[i] for i in with_text], [speech[i] for i in with_text]) if with_text else []
+    similarity = dict(zip(with_text, scores, strict=True))
+    evidence = {i: len(embedder.known_words(ocr[i])) for i in with_text}
     verdicts = []
-    for index, clip in enumerate(frames):
-        textless = [frame for frame in clip if not frame["has_text"]]
-        faces = sum(detector.largest_share(gray_frame(frame["jpeg"], FACE_DETECTION_WIDTH)) > 0 for frame in textless)
+    for index, against in enumerate(textless_verdicts(speech, frames, embedder, config)):
+        textless = [frame for frame in frames[index] if not frame["has_text"]]
         if index in similarity and similarity[index] >= cfg.min_ocr_asr_similarity:
             keep, reason = True, KEPT_OCR_MATCH
         elif index in similarity and evidence[index] < cfg.min_evidence_words:
             keep, reason = True, KEPT_WEAK_EVIDENCE  # garbled or sparse OCR is no evidence of a mismatch
         elif index in similarity:
             keep, reason = False, DROPPED_OCR_MISMATCH
-        elif faces == len(textless):
-            keep, reason = False, DROPPED_FACE
+        elif len(against) == len(textless):
+            keep = False
+            reason = DROPPED_FACE if DROPPED_FACE in against.values() else DROPPED_UNRELATED_PICTURE
         else:
             keep = cfg.keep_textless_images
             reason = KEPT_TEXTLESS if keep else DROPPED_TEXTLESS
-        verdicts.append(
-            {"keep_images": keep, "reason": reason, "similarity": similarity.get(index), "frames_with_face": faces}
-        )
+        dropped = [{"keyframe_id": key, "reason": why} for key, why in sorted(against.items())] if keep else []
+        faces = sum(why == DROPPED_FACE for why in against.values())
+        verdicts.append({"keep_images": keep, "reason": reason, "similarity": similarity.get(index),
+                         "frames_with_face": faces, "dropped_frames": dropped})  # fmt: skip
     return verdicts
 
 

@@ -35,6 +35,7 @@ from pipeline.engine.engine import Engine
 from pipeline.engine.plans import current_members, per_video
 from pipeline.engine.stage import Dag, Stage, Unit, code_version
 from pipeline.inputs import sanitize_id, source_fingerprint
+from pipeline.records import VideoInput
 from storage import schemas
 from storage.shards import retire_shards
 
@@ -74,17 +75,45 @@ def plan_collected(engine: Engine, stage: Stage) -> Iterator[Unit]:
     yield Unit(VIDEOS_UNIT, reads=(tree, *searches), source="filter_meta")
 
 
+def earlier_copies(engine: Engine) -> dict[str, VideoInput]:
+    """Each finished video whose fetched content an earlier finished video (in input order) already has, with that
+    video: two URLs of one file, or a URL and a local copy, are one video in the corpus. Only finished videos count,
+    so a copy stands in when the first one failed."""
+    first: dict[str, VideoInput] = {}
+    copies: dict[str, VideoInput] = {}
+    for video in sorted(engine.videos, key=lambda v: v.order):
+        fetched = ("download", video.video_id)
+        if engine.current(("interleave", video.video_id)) is None or engine.current(fetched) is None:
+            continue
+        content = engine.stamp(fetched).stats["values"].get("content")
+        if content in first:
+            copies[video.video_id] = first[content]
+        elif content is not None:
+            first[content] = video
+    return copies
+
+
 def plan_topics(engine: Engine, stage: Stage) -> Iterator[Unit]:
-    """One unit per topic over its videos whose interleave is current (a failed video is left out and listed);
-    the collection front's videos table is read too when there is one, for the samples' source details."""
+    """One unit per topic over its videos whose interleave is current (a failed video is left out and listed) and
+    whose content no earlier video has (recorded as `duplicate_content`, reading both downloads and the first
+    one's interleave, so the verdict is redone when either changes); the collection front's videos table is read
+    too when there is one, for the samples' source details."""
     collected = (pack.COLLECTED_STAGE, VIDEOS_UNIT)
     extra = (collected,) if engine.current(collected) is not None else ()
+    copies = earlier_copies(engine)
     for topic, members in engine.topics.items():
-        ready = [v for v in members if engine.current(("interleave", v.video_id)) is not None]
+        finished = [v for v in members if engine.current(("interleave", v.video_id)) is not None]
+        ready = [v for v in finished if v.video_id not in copies]
         reads = [ref for v in ready for ref in (("interleave", v.video_id), ("download", v.video_id))]
+        repeats = [pack.repeat_record(v, copies[v.video_id]) for v in finished if v.video_id in copies]
+        for v in finished:
+            if v.video_id in copies:
+                first = copies[v.video_id].video_id
+                reads += [("download", v.video_id), ("download", first), ("interleave", first)]
         reads = reads or [("interleave", v.video_id) for v in members]
         media = sum(engine.duration(v.video_id) for v in ready)
-        yield Unit(topic_id(topic), (*reads, *extra), payload=(topic, ready), source=topic, media_seconds=media)
+        payload = pack.TopicMembers(topic, ready, repeats)
+        yield Unit(topic_id(topic), (*reads, *extra), payload=payload, source=topic, media_seconds=media)
 
 
 def plan_shards(engine: Engine, stage: Stage) -> Iterator[Unit]:
@@ -94,7 +123,7 @@ def plan_shards(engine: Engine, stage: Stage) -> Iterator[Unit]:
         return
     reads, topics = list(packs), []
     for ref in packs:
-        _, videos = engine.units("pack")[ref[1]].payload
+        videos = engine.units("pack")[ref[1]].payload.videos
         reads += [("keyframes", video.video_id) for video in videos]
         topics.append((ref[1], [video.video_id for video in videos]))
     yield Unit(SHARDS_UNIT, tuple(reads), payload=topics, source="shards")

@@ -69,6 +69,7 @@ def kept_images(
 ) -> list[dict[str, Any]]:
     """The keyframes that stay, in a clip whose images clip_filter kept: those frame_filter kept, and a repeat of a
     slide whose first showing was in a clip that lost its images (shown once, where it can be)."""
+    dropped = {frame["keyframe_id"] for row in clips for frame in row["dropped_frames"]}
     kept_frames = {row["keyframe_id"] for row in frames if row["keep"]}
     image_clips = {row["clip_id"] for row in clips if row["keep_images"]}
     clip_of = {row["keyframe_id"]: row["clip_id"] for row in keyframes}
@@ -80,6 +81,7 @@ def kept_images(
         row
         for row in keyframes
         if row["clip_id"] in image_clips
+        and row["keyframe_id"] not in dropped
         and (row["keyframe_id"] in kept_frames or row["keyframe_id"] in shown_again.values())
     ]
 
@@ -91,7 +93,7 @@ def run(work: UnitWork) -> StageOutput:
         kept_images(
             work.inputs["keyframes"].select(["keyframe_id", "clip_id", "name", "time"]).to_pylist(),
             work.inputs["frame_filter"].select(["keyframe_id", "keep", "duplicate_of"]).to_pylist(),
-            work.inputs["clip_filter"].select(["clip_id", "keep_images"]).to_pylist(),
+            work.inputs["clip_filter"].select(["clip_id", "keep_images", "dropped_frames"]).to_pylist(),
         ),
         work.inputs["ocr"].select(["keyframe_id", "text"]).to_pylist(),
         work.config.interleave,

@@ -9,16 +9,30 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any
+from typing import Any, NamedTuple
 
 from configs.schema import PackConfig
 from pipeline.engine.stage import UnitWork
 from pipeline.models.tokenizer import count_tokens
 from pipeline.records import StageOutput, VideoInput
 
-VERSION = 1
+VERSION = 2
 # The collection front's table of found videos, scores and reasons, read for the samples' source details.
 COLLECTED_STAGE = "filter_meta"
+DUPLICATE_CONTENT = "duplicate_content"
+
+
+class TopicMembers(NamedTuple):
+    """What a pack unit packs: the topic's finished videos in input order, and those left out as copies."""
+
+    topic: str
+    videos: list[VideoInput]
+    repeats: list[dict[str, str]]
+
+
+def repeat_record(video: VideoInput, first: VideoInput) -> dict[str, str]:
+    return {"video_id": video.video_id, "source": video.source, "duplicate_of": first.video_id,
+            "reason": DUPLICATE_CONTENT}  # fmt: skip
 
 
 @dataclass
@@ -133,8 +147,8 @@ def source_details(video: VideoInput, collected: dict[str, Any] | None, fetched:
 
 
 def run(work: UnitWork) -> StageOutput:
-    """One topic: the fragments of its videos whose interleave is current, in input order."""
-    topic, videos = work.payload
+    """One topic: the fragments of its videos whose interleave is current, in input order, without copies."""
+    topic, videos, repeats = work.payload
     collected_ref = next((ref for ref in work.unit.reads if ref[0] == COLLECTED_STAGE), None)
     collected = {}
     if collected_ref is not None:
@@ -147,4 +161,5 @@ def run(work: UnitWork) -> StageOutput:
         for video in videos
     }
     rows = pack_topic(topic, fragments, details, work.config.pack)
-    return StageOutput(rows=rows, counters={"samples": len(rows), "images": sum(row["image_num"] for row in rows)})
+    counters = {"samples": len(rows), "images": sum(row["image_num"] for row in rows), DUPLICATE_CONTENT: len(repeats)}
+    return StageOutput(rows=rows, counters=counters, values={"duplicates": repeats})

@@ -215,6 +215,8 @@ CLIP_FILTER = pa.schema(
         ("frames_with_face", pa.int64()),
         ("similarity", pa.float64()),
         ("caption", pa.string()),
+        # Frames of a kept clip that go on their own evidence (a face, a picture unrelated to the speech).
+        ("dropped_frames", pa.list_(pa.struct([("keyframe_id", pa.int64()), ("reason", pa.string())]))),
     ]
 )
 
@@ -279,6 +281,7 @@ FAILURES = pa.schema(
         ("video_id", pa.string()),
         ("stage", pa.string()),
         ("error_type", pa.string()),
+        ("reason", pa.string()),  # a countable code: empty_file, no_audio_stream, http_404, timeout, ...
         ("message", pa.string()),
         ("source", pa.string()),
     ]

@@ -353,7 +353,7 @@ def test_a_slide_repeated_after_a_clip_boundary_shows_once_where_its_clip_keeps_
     frames += [{"keyframe_id": 4, "keep": True, "duplicate_of": None}]
 
     def shown(*image_clips: int) -> list[int]:
-        clips = [{"clip_id": clip, "keep_images": clip in image_clips} for clip in range(3)]
+        clips = [{"clip_id": clip, "keep_images": clip in image_clips, "dropped_frames": []} for clip in range(3)]
         return [row["keyframe_id"] for row in interleave.kept_images(keyframes, frames, clips)]
 
     assert shown(0, 1, 2) == [0, 4]  # first showing kept: the repeats stay out

@@ -149,6 +149,15 @@ class RunFiles:
             raise FileNotFoundError(f"{self.out.url} has no inputs.parquet: start it with `textbook run` first")
         return [VideoInput(**row) for row in read_table(self.out, path).to_pylist()]
 
+    def fetched_copies(self, engine: Engine) -> list[dict[str, str]]:
+        """Videos the current packs left out because an earlier video has the same content (found only once
+        fetched: two URLs of one file)."""
+        repeats = []
+        for unit_id in engine.units("pack") if "pack" in engine.dag else ():
+            if engine.current(("pack", unit_id)):
+                repeats += engine.stamp(("pack", unit_id)).stats["values"].get("duplicates", [])
+        return repeats
+
     def totals(self, engine: Engine, stamps: StageStats) -> dict[str, Any]:
         """Counts over every current result, whether this run made it or found it done."""
         counts = totals(stamps)
@@ -164,7 +173,7 @@ class RunFiles:
         videos = engine.videos
         failures = engine.failures()
         failures_table = rows_to_table(
-            [{key: record[key] for key in schemas.FAILURES.names} for record in failures], schemas.FAILURES
+            [{key: record.get(key) for key in schemas.FAILURES.names} for record in failures], schemas.FAILURES
         )
         write_table(self.out, self.out.path("failures.parquet"), failures_table)
         product = engine.dag.names[-1]
@@ -174,14 +183,18 @@ class RunFiles:
         shards = [entry["file"] for entry in index["shards"]] if index else []
         video_ids = [video.video_id for video in videos]
         stamps = stage_stamps(self.out, video_ids)  # every per-video result, read once for the figures below
+        copies = self.fetched_copies(engine)
+        dropped = dropped_videos(stamps, video_ids)
+        dropped.update(f"pack: {copy['reason']}" for copy in copies)
+        inputs = self.input_notes()
         summary = {
             "out": self.out.url,
             "videos": {
                 "in": len(videos),
                 "failed": len({record["video_id"] for record in failures}),
-                "dropped": dict(dropped_videos(stamps, video_ids).most_common()),
+                "dropped": dict(dropped.most_common()),
             },
-            "inputs": self.input_notes(),
+            "inputs": inputs | {"duplicates": inputs["duplicates"] + copies},
             "stages": {report.stage: report.to_json() for report in reports},
             "totals": self.totals(engine, stamps),
             "failures": {

