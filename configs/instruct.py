@@ -104,6 +104,10 @@ class RulesConfig(Section):
     max_question_overlap: float = Field(
         gt=0, le=1, description="an answer whose content words are this share of the question's or more restates it"
     )
+    meta_phrases: list[str] = Field(
+        description="words about the prompt or the format, not the item (lowercase, words only): an answer saying one "
+        "that its source does not is a meta_answer"
+    )
     min_shared_content_words: int = Field(
         ge=0, description="content words an answer must share with its source text (items that have one)"
     )

@@ -4,7 +4,8 @@
 
 `items` has one unit per source part (a shard of the set, a user-brought set); the four per-batch stages one unit
 per `batch_size` items of a part (`<part>-<batch>`), each reading its batch's rows of the stage before and of
-`items`; `dedup`, `mix` and `export` one corpus unit over every current batch. So a changed prompt reruns the
+`items`; `dedup`, `mix` and `export` one corpus unit over every current batch. Each stage is given only what the
+stage before kept, so each table's drops are its own. So a changed prompt reruns the
 rewrite and what follows, a new shard only its own batches, a finished batch is skipped. `summarize` writes the
 funnel report (`report.json`, `report.md`) from the tables.
 """
@@ -192,7 +193,7 @@ class InstructDag:
     def run_filter(self, work: UnitWork) -> StageOutput:
         cfg: InstructConfig = work.config
         items = {item["item_id"]: item for item in self.batch_items(work)}
-        candidates = work.read("rewrite").to_pylist()
+        candidates = [row for row in work.read("rewrite").to_pylist() if row["keep"]]
         sources = [source_text({**items[c["item_id"]], "conversations": []}) for c in candidates]
         llm = load_llm(cfg.llm) if cfg.filter.judge.enabled else None
         return candidate_stats(filter_candidates(candidates, sources, cfg.filter, llm))
@@ -202,7 +203,8 @@ class InstructDag:
         items = {item["item_id"]: item for item in self.batch_items(work)}
         index = benchmark_index(cfg.decontaminate, cfg.embeddings)
         texts = load_text_embedder(cfg.embeddings.text_model, cfg.embeddings.device)
-        rows = contamination(work.read("filter").to_pylist(), items, index, cfg.decontaminate,
+        kept = [row for row in work.read("filter").to_pylist() if row["keep"]]
+        rows = contamination(kept, items, index, cfg.decontaminate,
                              image_embedder(cfg.embeddings), texts)  # fmt: skip
         output = candidate_stats(rows)
         output.values["unchecked_sets"] = index.unchecked

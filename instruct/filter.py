@@ -20,8 +20,8 @@ from pipeline.models.llm import Llm
 from pipeline.models.llm.structured import LlmOutputError, complete_json_batch
 from pipeline.verdicts import KEEP, Reasons, Verdict
 
-REASONS = Reasons("instruct.filter", "rewrite_failed", "empty_answer", "too_short", "too_long", "wrong_language",
-                  "repetitive", "restates_question", "off_topic", "copied_source", "judge_rejected",
+REASONS = Reasons("instruct.filter", "empty_answer", "too_short", "too_long", "wrong_language", "repetitive",
+                  "restates_question", "meta_answer", "off_topic", "copied_source", "judge_rejected",
                   "judge_invalid")  # fmt: skip
 
 
@@ -64,6 +64,13 @@ def rules_verdict(conversation: list[dict[str, str]], source: str, grounded: boo
     for question, reply in zip(questions(conversation), replies, strict=False):
         if _restates(question, reply, cfg):
             return REASONS.drop("restates_question", reply[:80])
+    said = " ".join(words_of(" ".join(replies)))
+    heard = " ".join(words_of(source))
+    leaked = [
+        phrase for phrase in cfg.meta_phrases if f" {phrase} " in f" {said} " and f" {phrase} " not in f" {heard} "
+    ]
+    if leaked:
+        return REASONS.drop("meta_answer", f"says {leaked[0]!r}")
     if grounded and source:
         shared, copied = grounding(conversation, source, cfg.copy_ngram)
         if shared < cfg.min_shared_content_words:

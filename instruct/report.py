@@ -13,7 +13,6 @@ from pipeline.engine.run_files import StageReport
 
 # MAmmoTH-VL (Guo et al. 2024, section 3.3): share of the rewritten data its judge removed, per category.
 MAMMOTH_VL_FILTER_RATE = {"OCR": 0.549, "Chart": 0.484, "Code & Math": 0.123, "General": 0.082, "all": 0.37}
-FILTER_CODES_OF_THE_REWRITE = ("rewrite_failed",)  # no rewritten data to filter: counted apart
 
 
 def _rows(engine: Engine, stage: str) -> list[dict[str, Any]]:
@@ -29,7 +28,7 @@ def filter_rates(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per category: rewritten conversations in, dropped by the rules and by the judge, and the share dropped."""
     table: dict[str, Counter[str]] = defaultdict(Counter)
     for row in rows:
-        if row["origin"] != "rewritten" or row["reason"] in FILTER_CODES_OF_THE_REWRITE:
+        if row["origin"] != "rewritten":
             continue
         for category in (row["category"], "all"):
             table[category]["in"] += 1

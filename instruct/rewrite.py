@@ -61,8 +61,10 @@ def _message(text: str, item: dict[str, Any], sees_images: bool) -> list[Message
 
 
 def _repeats(question: str, asked: list[str]) -> bool:
+    """Whether a question asks again what an earlier one asked: all of the earlier one's content words, or all of
+    its own among the earlier one's (a small model echoes "A student already asked: ..." back)."""
     words = content_words(question)
-    return any(words == content_words(earlier) for earlier in asked)
+    return any(content_words(earlier) <= words or words <= content_words(earlier) for earlier in asked)
 
 
 def rewrite_items(

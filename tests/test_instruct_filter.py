@@ -36,6 +36,7 @@ FORCED_BAD = {
     "restates_question": "What sets the size of the step in gradient descent?",
     "wrong_language": "La taille du pas est fixée par le taux d'apprentissage, qui décide de chaque mise à jour.",
     "copied_source": "Gradient descent updates each weight by taking a small step against the gradient of the loss.",
+    "meta_answer": "The JSON object holds the answer: the learning rate sets how large each step of the update is.",
 }
 
 
