@@ -79,6 +79,7 @@ class DownloadConfig(Section):
 class ProbeConfig(Section):
     require_audio: bool
     min_duration_seconds: float = Field(ge=0)
+    min_frame_side: int = Field(ge=1, description="a video whose picture is narrower or lower than this fails")
 
 
 class FasterWhisperAsrConfig(Section):

@@ -3,7 +3,10 @@
 yt-dlp writes `<id>.<ext>.part` and renames it when complete, so an interrupted download is never taken as
 done: the next attempt resumes it when the server allows ranges, else starts over. A download archive keeps a
 finished video from being fetched twice. Transient failures (HTTP 429 and 5xx, timeouts) are retried with
-exponential backoff; permanent ones (404, 403, private, over the size bound) fail at once with their reason.
+exponential backoff, or as long as a 429's Retry-After asks (within `max_retry_after_seconds`); permanent ones (404,
+403, 410, private, a redirect loop, over the size bound) fail at once with their reason and its code. The size bound
+holds before the download finishes: an announced length over it is refused before any byte, an unannounced one is
+stopped as soon as more than the bound has arrived.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import re
 import threading
 import time
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,35 +32,71 @@ _TRANSIENT = re.compile(r"HTTP Error (429|5\d\d)|timed out|timeout|Connection re
 
 
 class DownloadFailed(MediaError):
-    """A video that could not be fetched; `transient` says whether trying again later may help."""
+    """A video that could not be fetched; `transient` says whether trying again later may help, `retry_after` how
+    long the server asked to wait (HTTP 429's Retry-After), in seconds."""
 
-    def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, transient: bool = False, reason: str = "download_failed",
+                 retry_after: float | None = None) -> None:  # fmt: skip
+        super().__init__(message, reason)
         self.transient = transient
+        self.retry_after = retry_after
+
+
+class TooLarge(Exception):
+    """Raised from yt-dlp's progress hook: the bytes received passed the size bound (no length was announced)."""
 
 
 def is_url(source: str) -> bool:
     return bool(URL_PATTERN.match(source))
 
 
-def reason_of(message: str) -> str:
-    """A short, countable reason from a yt-dlp error message."""
+_REASONS = (
+    ("private video", "private video", "private_video"),
+    ("video unavailable", "unavailable", "unavailable"),
+    ("is not available", "unavailable", "unavailable"),
+    ("sign in to confirm", "login required", "login_required"),
+    ("timed out", "timeout", "timeout"),
+    ("redirect", "redirect loop", "redirect_loop"),
+    ("connection reset", "connection reset", "connection_reset"),
+    ("remotedisconnected", "connection closed", "connection_reset"),
+    ("incompleteread", "connection closed mid-file", "connection_reset"),
+    ("unsupported url", "unsupported URL", "unsupported_url"),
+)
+
+
+def classify(message: str) -> tuple[str, str]:
+    """A short, countable reason in words, and its code, from a yt-dlp error message."""
     if match := re.search(r"HTTP Error (\d{3})", message):
         code = match.group(1)
         names = {"403": "forbidden", "404": "not found", "410": "gone", "429": "rate limited"}
-        return f"HTTP {code} ({names.get(code, 'server error' if code.startswith('5') else 'client error')})"
+        return (
+            f"HTTP {code} ({names.get(code, 'server error' if code.startswith('5') else 'client error')})",
+            f"http_{code}",
+        )
     lowered = message.lower()
-    for needle, reason in (
-        ("private video", "private video"),
-        ("video unavailable", "unavailable"),
-        ("is not available", "unavailable"),
-        ("sign in to confirm", "login required"),
-        ("timed out", "timeout"),
-        ("unsupported url", "unsupported URL"),
-    ):
+    for needle, reason, code in _REASONS:
         if needle in lowered:
-            return reason
-    return message.removeprefix("ERROR: ").strip()[:200]
+            return reason, code
+    return message.removeprefix("ERROR: ").strip()[:200], "download_failed"
+
+
+def reason_of(message: str) -> str:
+    return classify(message)[0]
+
+
+def _retry_after(error: BaseException) -> float | None:
+    """The Retry-After of the HTTP response behind a yt-dlp error, in seconds (a number or an HTTP date)."""
+    cause = (getattr(error, "exc_info", None) or (None, None))[1]
+    value = getattr(getattr(cause, "response", None), "headers", {}).get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
 
 
 @lru_cache(maxsize=8)
@@ -84,12 +124,24 @@ def _options(cfg: DownloadConfig, media_dir: Path, video_id: str, archive: Path)
     if cfg.rate_limit_bytes_per_second:
         options["ratelimit"] = cfg.rate_limit_bytes_per_second
     if cfg.max_filesize_mb:
-        options["max_filesize"] = int(cfg.max_filesize_mb * 1024 * 1024)
+        bound = int(cfg.max_filesize_mb * 1024 * 1024)
+        options["max_filesize"] = bound  # refused before the download when the server announces its length
+
+        def stop_when_over(progress: dict[str, Any]) -> None:  # else stopped as soon as more arrived than the bound
+            if (progress.get("downloaded_bytes") or 0) > bound:
+                raise TooLarge(f"over the size bound ({cfg.max_filesize_mb} MB)")
+
+        options["progress_hooks"] = [stop_when_over]
     if cfg.cookiefile:
         options["cookiefile"] = cfg.cookiefile
     if cfg.proxy:
         options["proxy"] = cfg.proxy
     return options
+
+
+def _remove_partial(media_dir: Path, video_id: str) -> None:
+    for path in media_dir.glob(f"{video_id}.*part"):
+        path.unlink(missing_ok=True)
 
 
 def _finished_file(media_dir: Path, video_id: str) -> Path | None:
@@ -106,19 +158,27 @@ def _attempt(url: str, video_id: str, media_dir: Path, cfg: DownloadConfig) -> d
     try:
         with yt_dlp.YoutubeDL(options) as client:
             info = client.extract_info(url, download=True) or {}
+    except TooLarge as error:
+        _remove_partial(media_dir, video_id)
+        raise DownloadFailed(str(error), reason="too_large") from None
     except yt_dlp.utils.DownloadError as error:
         message = str(error)
-        raise DownloadFailed(reason_of(message), transient=bool(_TRANSIENT.search(message))) from None
+        if isinstance((error.exc_info or (None, None))[1], TooLarge):
+            _remove_partial(media_dir, video_id)
+            raise DownloadFailed(str(error.exc_info[1]), reason="too_large") from None
+        reason, code = classify(message)
+        transient = bool(_TRANSIENT.search(message))
+        raise DownloadFailed(reason, transient, code, _retry_after(error) if transient else None) from None
     path = _finished_file(media_dir, video_id)
     if path is not None:
         return info | {"filepath": str(path)}
     if not info.get("requested_downloads"):
         raise DownloadFailed(
-            f"in {ARCHIVE_FILE} but its file is gone (keep_media: false?); remove its line to refetch"
+            f"in {ARCHIVE_FILE} but its file is gone (keep_media: false?); remove its line to refetch", reason="gone"
         )
-    raise DownloadFailed(
-        f"over the size bound ({cfg.max_filesize_mb} MB)" if cfg.max_filesize_mb else "no file written"
-    )
+    if cfg.max_filesize_mb:
+        raise DownloadFailed(f"over the size bound ({cfg.max_filesize_mb} MB)", reason="too_large")
+    raise DownloadFailed("no file written", reason="no_file_written")
 
 
 def download(url: str, video_id: str, media_dir: Path, cfg: DownloadConfig) -> dict[str, Any]:
@@ -131,9 +191,13 @@ def download(url: str, video_id: str, media_dir: Path, cfg: DownloadConfig) -> d
         except DownloadFailed as error:
             if not error.transient or attempt == cfg.attempts - 1:
                 if error.transient:
-                    raise DownloadFailed(f"{error} after {cfg.attempts} attempts", transient=True) from None
+                    message = f"{error} after {cfg.attempts} attempts"
+                    raise DownloadFailed(message, transient=True, reason=error.reason) from None
                 raise
-            time.sleep(cfg.backoff_seconds * 2**attempt)
+            wait = cfg.backoff_seconds * 2**attempt
+            if error.retry_after is not None:  # the server said when: wait that long, within the configured bound
+                wait = max(wait, min(error.retry_after, cfg.max_retry_after_seconds))
+            time.sleep(wait)
     raise AssertionError("unreachable: the loop returns or raises")
 
 
@@ -154,11 +218,11 @@ def run(work: UnitWork) -> StageOutput:
     video = work.video
     if not is_url(video.source):
         if not os.path.exists(video.source):
-            raise MediaError(f"file not found: {video.source}")
+            raise MediaError(f"file not found: {video.source}", "file_not_found")
         return StageOutput(rows=[media_record(video.video_id, video.source, False, {})], counters={"downloaded": 0})
     folder = work.config.download.media_dir or work.media_dir
     if folder is None:
-        raise MediaError("download.media_dir must be set when OUT is not a local folder")
+        raise MediaError("download.media_dir must be set when OUT is not a local folder", "no_media_dir")
     media_dir = Path(folder)
     info = download(video.source, video.video_id, media_dir, work.config.download)
     record = media_record(video.video_id, info["filepath"], True, info)

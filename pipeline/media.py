@@ -13,7 +13,12 @@ import numpy as np
 
 
 class MediaError(Exception):
-    """A video that cannot be used; the message says why in words a user can act on."""
+    """A video that cannot be used; the message says why in words a user can act on, `reason` is a short code to
+    count failures by (`empty_file`, `no_audio_stream`, `http_404`, ...)."""
+
+    def __init__(self, message: str, reason: str = "bad_media") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @lru_cache(maxsize=1)
@@ -46,7 +51,7 @@ def ffmpeg_output(args: list[str], failure: str) -> Iterator[IO[bytes]]:
         yield process.stdout
         stderr = process.stderr.read().decode(errors="replace")
         if process.wait() != 0:
-            raise MediaError(f"{failure}: {stderr.strip()[-500:]}")
+            raise MediaError(f"{failure}: {stderr.strip()[-500:]}", "decode_failed")
     finally:
         if process.poll() is None:
             process.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,3 +56,15 @@ def is_transient(error: BaseException) -> bool:
     """Whether trying the same unit again later may succeed: errors say so with a `transient` attribute (a 429, an
     unreachable endpoint); timeouts and dropped connections always may."""
     return bool(getattr(error, "transient", False)) or isinstance(error, TimeoutError | ConnectionError)
+
+
+def reason_code(error: BaseException) -> str:
+    """A failure's countable code: the error's own `reason` when it has one (`empty_file`, `http_404`), else its
+    type in snake case (`timeout_error`, `json_decode_error`)."""
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) and reason else type_code(type(error).__name__)
+
+
+def type_code(error_type: str) -> str:
+    """`TimeoutError` -> `timeout_error`: the code of a failure that names no reason of its own."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", error_type).lower()

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from pipeline.engine.stage import Dag, ResultRef, Stage, Unit, UnitWork
-from pipeline.records import StageOutput, VideoInput, is_transient
+from pipeline.records import StageOutput, VideoInput, is_transient, reason_code, type_code
 from storage.outdir import OutDir
 from storage.tables import Stamp, content_digest, digest, read_stamp, read_table, rows_to_table, write_table
 
@@ -202,7 +202,7 @@ class Engine:
             result.status, result.error_type, result.transient = "failed", type(error).__name__, is_transient(error)
             result.message, result.seconds = error_message(error), time.perf_counter() - started
             self.record_failure(stage.name, unit_id, result.error_type, result.message, unit.source,
-                                traceback.format_exc(limit=5))  # fmt: skip
+                                traceback.format_exc(limit=5), reason_code(error))  # fmt: skip
             self.retire(stage, unit_id)
             return result
         self._changed(stage.name)
@@ -210,7 +210,8 @@ class Engine:
             self._current.setdefault(stage.name, {})[unit_id] = fingerprint
         self.out.remove(self.failure_path(stage.name, unit_id))
         for part in output.failures:
-            self.record_failure(stage.name, part["unit"], part["error_type"], part["message"], part.get("source", ""))
+            self.record_failure(stage.name, part["unit"], part["error_type"], part["message"], part.get("source", ""),
+                                reason=part.get("reason"))  # fmt: skip
         result.status, result.stats, result.seconds = "done", output.stats, time.perf_counter() - started
         if label := drop_label(output.stats):
             result.status, result.message = "dropped", label
@@ -270,9 +271,13 @@ class Engine:
         return sorted(records, key=lambda record: (record["stage"], record["video_id"]))
 
     def record_failure(
-        self, stage: str, unit: str, error_type: str, message: str, source: str, detail: str = ""
-    ) -> None:
-        record = {"video_id": unit, "stage": stage, "error_type": error_type, "message": message, "source": source}
+        self, stage: str, unit: str, error_type: str, message: str, source: str, detail: str = "",
+        reason: str | None = None,
+    ) -> None:  # fmt: skip
+        """One failure as `failures/<stage>/<unit>.json`; `reason` is its code (by default its error type's)."""
+        reason = reason or type_code(error_type)
+        record = {"video_id": unit, "stage": stage, "error_type": error_type, "reason": reason, "message": message,
+                  "source": source}  # fmt: skip
         self.out.write_json(self.failure_path(stage, unit), {**record, "traceback": detail})
 
     # -- media --------------------------------------------------------------------------------------------------
