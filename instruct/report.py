@@ -52,6 +52,13 @@ def write_report(engine: Engine, reports: list[StageReport]) -> dict[str, Any]:
         row["copied_share"] for row in exported if row["origin"] == "rewritten" and row["copied_share"] is not None
     ]
     seconds = {report.stage: round(report.wall_seconds, 2) for report in reports}
+    unchecked: dict[str, str] = {}
+    benchmark_items = 0
+    for unit in engine.units("decontaminate") if "decontaminate" in engine.dag else []:
+        if engine.current(("decontaminate", unit)) is not None:
+            values = engine.stamp(("decontaminate", unit)).stats["values"]
+            unchecked |= values["unchecked_sets"]
+            benchmark_items = values["benchmark_items"]
     report = {
         "items": dict(Counter(row["source"] for row in tables.get("items", []))),
         "categories": dict(Counter(row["category"] for row in tables.get("triage", []))),
@@ -60,6 +67,7 @@ def write_report(engine: Engine, reports: list[StageReport]) -> dict[str, Any]:
         "dropped": drops,
         "filter_rate": filter_rates(tables.get("filter", [])),
         "exported": dict(Counter(row["origin"] for row in exported)),
+        "decontamination": {"benchmark_items": benchmark_items, "not_checked": unchecked},
         "copied_ngram_share": {"mean": round(mean(copied), 4) if copied else None,
                                "max": round(max(copied), 4) if copied else None, "conversations": len(copied)},
         "seconds": seconds,
