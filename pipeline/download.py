@@ -56,7 +56,7 @@ _REASONS = (
     ("is not available", "unavailable", "unavailable"),
     ("sign in to confirm", "login required", "login_required"),
     ("timed out", "timeout", "timeout"),
-    ("redirect", "redirect loop", "redirect_loop"),
+    ("redirect loop", "redirect loop", "redirect_loop"),
     ("connection reset", "connection reset", "connection_reset"),
     ("remotedisconnected", "connection closed", "connection_reset"),
     ("incompleteread", "connection closed mid-file", "connection_reset"),
@@ -66,6 +66,10 @@ _REASONS = (
 
 def classify(message: str) -> tuple[str, str]:
     """A short, countable reason in words, and its code, from a yt-dlp error message."""
+    lowered = message.lower()
+    for needle, reason, code in _REASONS:
+        if needle in lowered:
+            return reason, code
     if match := re.search(r"HTTP Error (\d{3})", message):
         code = match.group(1)
         names = {"403": "forbidden", "404": "not found", "410": "gone", "429": "rate limited"}
@@ -73,10 +77,6 @@ def classify(message: str) -> tuple[str, str]:
             f"HTTP {code} ({names.get(code, 'server error' if code.startswith('5') else 'client error')})",
             f"http_{code}",
         )
-    lowered = message.lower()
-    for needle, reason, code in _REASONS:
-        if needle in lowered:
-            return reason, code
     return message.removeprefix("ERROR: ").strip()[:200], "download_failed"
 
 
