@@ -115,9 +115,9 @@ def hostile() -> Iterator[Hostile]:
 
 def _fetch(hostile: Hostile, path: str, folder: Path, **changes) -> tuple[dict | DownloadFailed, float]:
     cfg = parse_config({"download": {**SETTINGS, **changes}}).download
-    started = time.monotonic()
+    started, name = time.monotonic(), path.strip("/").replace("/", "_")
     try:
-        result: dict | DownloadFailed = download(f"{hostile.url}{path}", path.strip("/").replace("/", "_"), folder, cfg)
+        result: dict | DownloadFailed = download(f"{hostile.url}{path}", name, folder, cfg)
     except DownloadFailed as error:
         result = error
     return result, time.monotonic() - started
