@@ -104,12 +104,12 @@ class InstructDag:
 
     def batch_planner(self, before: str | None) -> Callable[[Engine, Stage], Iterator[Unit]]:
         def plan(engine: Engine, stage: Stage) -> Iterator[Unit]:
+            external: dict[str, Any] = {"batch_size": engine.config.batch_size}
+            if stage.name == "decontaminate":
+                external["sets"] = decontamination_sets(engine.config)
             for part, number, first in self.batches(engine):
                 unit_id = f"{part}-{number:04d}"
                 reads: tuple[ResultRef, ...] = (("items", part),) + (((before, unit_id),) if before else ())
-                external = {"batch_size": engine.config.batch_size}
-                if stage.name == "decontaminate":
-                    external["sets"] = decontamination_sets(engine.config)
                 yield Unit(unit_id, reads=reads, external=external, payload=(part, first), source=unit_id)
 
         return plan

@@ -204,3 +204,43 @@ def test_the_export_fine_tunes_the_tiny_llava_with_the_loss_on_answers_only(inst
     row = train_engine.table((TRAIN_STAGE, unit)).to_pylist()[0]
     assert row["shard_set"] == data.set_id
     assert row["steps"] == 2 and math.isfinite(row["final_loss"])
+
+
+def test_textbook_instruct_runs_the_flow_and_writes_the_export(
+    processed, instruct_config: InstructConfig, user_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The CLI through Prefect's ephemeral API, the user set given with --source; the model's answers come from the
+    call cache the session's run filled, so this costs the process start and Prefect, not generation."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_eval_flow import _artifacts
+
+    workspace, _ = processed
+    source, _ = user_set
+    settings = instruct_config.model_dump(mode="json")
+    settings["source_defaults"] = {**settings.pop("sources")["user"], "path": ""}
+    config = tmp_path / "instruct.yaml"
+    config.write_text(json.dumps(settings))  # JSON is YAML
+    out, home = tmp_path / "out", tmp_path / "prefect"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "flows.cli", "instruct", "--config", str(config), "--shards",
+               workspace.out.path("shards"), "--source", f"user={source}", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["current"] and report["items"] == {"textbook": SHARD_ITEMS, "user": 3}
+    assert all(llava_problems(record) == [] for record in json.loads((out / "instruct.json").read_text()))
+    assert (out / "report.md").read_text() in result.stdout
+    assert "instruct-funnel" in _artifacts(home)
+
+
+def test_serve_registers_an_instruct_deployment(instruct_config: InstructConfig, tmp_path: Path) -> None:
+    from flows.instruct import instruct_deployment
+
+    deployment = instruct_deployment(str(tmp_path / "instruct"), "OUT/shards", instruct_config)
+    assert (deployment.flow_name, deployment.name) == ("instruct", "instruct")
+    assert deployment.parameters["shards"] == "OUT/shards"
+    assert deployment.parameters["config"] == instruct_config.model_dump(mode="json")

@@ -32,9 +32,8 @@ from transformers import LlavaProcessor
 from configs.eval import PromptConfig, load_eval_config
 from configs.schema import ConfigError
 from configs.train import DataConfig
-from storage.outdir import OutDir
+from pipeline.models.assets import file_digests
 from storage.shards import ShardSet
-from storage.tables import digest
 from train.run import Trainer
 from train.sample import IGNORE, Encoded
 from train.stream import Item
@@ -61,9 +60,8 @@ class SftSet:
         path = folder / EXPORT_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no {EXPORT_FILE} in {folder}: run `textbook instruct --out {folder}` first")
-        out = OutDir(folder)
         records = pq.read_table(path, columns=["id", "images", "conversations"]).to_pylist()
-        return cls(folder, tuple(records), digest(out.read_bytes(str(path)).hex())[:16])
+        return cls(folder, tuple(records), file_digests(path)[str(path)][:16])
 
     @property
     def url(self) -> str:
