@@ -57,11 +57,12 @@ class LlmBackend(Protocol):
 
 class LlmBackendError(RuntimeError):
     """A back-end that cannot answer: a missing package, an unreachable server, an error status. `transient`: a
-    later try may get an answer (the server was down or busy)."""
+    later try may get an answer (the server was down or busy); `reason` is the failure's countable code."""
 
-    def __init__(self, message: str, transient: bool = False) -> None:
+    def __init__(self, message: str, transient: bool = False, reason: str = "llm_backend_error") -> None:
         super().__init__(message)
         self.transient = transient
+        self.reason = reason
 
 
 class ImageInputError(LlmBackendError):

@@ -54,11 +54,16 @@ class OpenAiBackend:
             response = self.client.post("chat/completions", json=body)
         except httpx.TransportError as error:
             message = f"cannot reach {self.client.base_url}: {type(error).__name__}: {error}"
-            raise LlmBackendError(message, transient=True) from None
+            raise LlmBackendError(message, transient=True, reason="endpoint_unreachable") from None
         if response.is_error:
             raise LlmBackendError(
                 f"{self.client.base_url}chat/completions answered {response.status_code}: {response.text[:500]}",
                 transient=response.status_code == 429 or response.status_code >= 500,
+                reason=f"http_{response.status_code}",
             )
-        choice = response.json()["choices"][0]
-        return Completion(choice["message"].get("content") or "", choice.get("finish_reason") or "stop")
+        try:
+            choice = response.json()["choices"][0]
+            return Completion(choice["message"].get("content") or "", choice.get("finish_reason") or "stop")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):  # not a chat completion at all
+            message = f"{self.client.base_url}chat/completions sent no chat completion: {response.text[:200]!r}"
+            raise LlmBackendError(message, reason="malformed_response") from None
