@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from configs.secrets import redact
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -70,10 +73,19 @@ class DownloadConfig(Section):
     rate_limit_bytes_per_second: int | None = Field(ge=1)
     max_filesize_mb: float | None = Field(gt=0)
     socket_timeout_seconds: float = Field(gt=0)
-    cookiefile: str | None
-    proxy: str | None
+    cookiefile: str | None = Field(description="a Netscape cookie file (its path only is kept; never its content)")
+    proxy: str | None = Field(description="a proxy URL without credentials; one with a password goes in proxy_env")
+    proxy_env: str | None = Field(description="the variable holding the proxy URL, credentials and all")
     media_dir: str | None = Field(description="where downloads go; default OUT/media (OUT must then be local)")
     keep_media: bool = Field(description="false: delete a downloaded video once every stage reading it is done")
+
+    @field_validator("proxy")
+    @classmethod
+    def _no_password(cls, proxy: str | None) -> str | None:
+        if proxy and urlsplit(proxy).password:
+            raise ValueError("download.proxy carries a password: put the URL in an environment variable and name "
+                             "it in download.proxy_env, so it never reaches config.yaml or Prefect")  # fmt: skip
+        return proxy
 
 
 class ProbeConfig(Section):
@@ -465,7 +477,7 @@ def _first_error(error: ValidationError) -> str:
     key = ".".join(str(part) for part in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{key}'"
-    return f"config key '{key}': {first['msg']} (got {first.get('input')!r})"
+    return f"config key '{key}': {first['msg']} (got {redact(repr(first.get('input')))})"
 
 
 def validate_config(model: type[ModelT], data: dict[str, Any], defaults: Path | None = None) -> ModelT:

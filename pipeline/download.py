@@ -11,6 +11,7 @@ stopped as soon as more than the bound has arrived.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -21,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from configs.schema import DownloadConfig
+from configs.secrets import redact
 from pipeline.engine.stage import UnitWork
 from pipeline.media import MediaError
 from pipeline.records import StageOutput
+from storage.outdir import OutDir
 
 VERSION = 1
 ARCHIVE_FILE = "archive.txt"
+logger = logging.getLogger(__name__)
 URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
 _TRANSIENT = re.compile(r"HTTP Error (429|5\d\d)|timed out|timeout|Connection reset|Temporary failure", re.I)
 
@@ -105,17 +109,27 @@ def _slots(concurrent: int) -> threading.BoundedSemaphore:
     return threading.BoundedSemaphore(concurrent)
 
 
+class _QuietLog:
+    """yt-dlp's messages, kept off the console: its errors come back as exceptions and are recorded (credentials
+    masked), and what it prints could name the proxy with its password."""
+
+    def debug(self, message: str) -> None:
+        logger.debug(redact(message))
+
+    info = warning = error = debug
+
+
 def _options(cfg: DownloadConfig, media_dir: Path, video_id: str, archive: Path) -> dict[str, Any]:
     options: dict[str, Any] = {
         "format": cfg.format,
         "outtmpl": str(media_dir / f"{video_id}.%(ext)s"),
-        "writeinfojson": True,
         "continuedl": True,
         "retries": 0,
         "fragment_retries": 3,
         "socket_timeout": cfg.socket_timeout_seconds,
         "quiet": True,
         "no_warnings": True,
+        "logger": _QuietLog(),
         "noprogress": True,
         "noplaylist": True,
         "merge_output_format": "mp4",
@@ -134,9 +148,28 @@ def _options(cfg: DownloadConfig, media_dir: Path, video_id: str, archive: Path)
         options["progress_hooks"] = [stop_when_over]
     if cfg.cookiefile:
         options["cookiefile"] = cfg.cookiefile
-    if cfg.proxy:
-        options["proxy"] = cfg.proxy
+    if proxy := (os.environ.get(cfg.proxy_env) if cfg.proxy_env else None) or cfg.proxy:
+        options["proxy"] = proxy
     return options
+
+
+SECRET_HEADERS = {"cookie", "authorization", "proxy-authorization"}
+
+
+def without_secrets(value: Any) -> Any:
+    """`value` without the cookies yt-dlp puts in an info dict (a format's `cookies`) or credential headers."""
+    if isinstance(value, dict):
+        return {key: without_secrets(item) for key, item in value.items()
+                if key != "cookies" and str(key).lower() not in SECRET_HEADERS}  # fmt: skip
+    if isinstance(value, list):
+        return [without_secrets(item) for item in value]
+    return value
+
+
+def _write_info(media_dir: Path, video_id: str, info: dict[str, Any]) -> None:
+    """`<id>.info.json` as yt-dlp would write it, less its secrets, atomically (yt-dlp's own keeps the cookies)."""
+    folder = OutDir(media_dir)
+    folder.write_json(folder.path(f"{video_id}.info.json"), without_secrets(info))
 
 
 def _remove_partial(media_dir: Path, video_id: str) -> None:
@@ -170,6 +203,8 @@ def _attempt(url: str, video_id: str, media_dir: Path, cfg: DownloadConfig) -> d
         transient = bool(_TRANSIENT.search(message))
         raise DownloadFailed(reason, transient, code, _retry_after(error) if transient else None) from None
     path = _finished_file(media_dir, video_id)
+    if path is not None and info.get("requested_downloads"):
+        _write_info(media_dir, video_id, yt_dlp.YoutubeDL.sanitize_info(info, remove_private_keys=True))
     if path is not None:
         return info | {"filepath": str(path)}
     if not info.get("requested_downloads"):
@@ -182,7 +217,8 @@ def _attempt(url: str, video_id: str, media_dir: Path, cfg: DownloadConfig) -> d
 
 
 def download(url: str, video_id: str, media_dir: Path, cfg: DownloadConfig) -> dict[str, Any]:
-    """Fetch `url` into `media_dir/<video_id>.<ext>` with its `.info.json`; retries transient failures."""
+    """Fetch `url` into `media_dir/<video_id>.<ext>` with its `.info.json` (cookies and credentials left out);
+    retries transient failures."""
     media_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(cfg.attempts):
         try:

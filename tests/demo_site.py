@@ -7,6 +7,7 @@ it, and the download tests fetch from it.
 from __future__ import annotations
 
 import argparse
+import base64
 import threading
 import time
 from collections import Counter
@@ -20,12 +21,17 @@ SLOW_BYTES_PER_SECOND = 40_000
 class MediaServer:
     """Serves the videos of `folder`, pages registered with `page()`, `/search/<query>.html` (a results page
     listing every video), `/busy.mp4` (always 429) and `/slow/<name>` (the file, throttled, so a download can be
-    killed mid-file). Setting `throttled` sends every file that slowly. Counts requests per path."""
+    killed mid-file). Setting `throttled` sends every file that slowly. It is also an HTTP proxy for itself: a request
+    for an absolute URL is served as its path, and with `proxy_password` set it must carry that password in its
+    Proxy-Authorization. Counts requests per path and keeps the Cookie headers it was sent."""
 
     def __init__(self, folder: Path, port: int = 0) -> None:
         self.folder = folder
         self.hits: Counter[str] = Counter()
         self.throttled = False
+        self.proxy_password: str | None = None
+        self.proxied: Counter[str] = Counter()
+        self.cookies: list[str] = []
         server = self
 
         class Handler(SimpleHTTPRequestHandler):
@@ -42,6 +48,15 @@ class MediaServer:
                     self.close_connection = True  # a client that stops reading (a killed download) is normal here
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+                if self.path.startswith("http://"):  # a proxy request: check its credentials, serve its path
+                    given = base64.b64decode(self.headers.get("Proxy-Authorization", "Basic ").split()[-1]).decode()
+                    if server.proxy_password is not None and given.partition(":")[2] != server.proxy_password:
+                        self.send_error(407, "Proxy Authentication Required")
+                        return
+                    self.path = "/" + self.path.split("/", 3)[3]
+                    server.proxied[self.path] += 1
+                if cookie := self.headers.get("Cookie"):
+                    server.cookies.append(cookie)
                 server.hits[self.path] += 1
                 if self.path == "/busy.mp4":
                     self.send_error(429, "Too Many Requests")

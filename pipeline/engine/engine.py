@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from configs.secrets import redact
 from pipeline.engine.stage import Dag, ResultRef, Stage, Unit, UnitWork
 from pipeline.records import StageOutput, VideoInput, is_transient, reason_code, type_code
 from storage.outdir import OutDir
@@ -61,8 +62,9 @@ def result_fingerprint(input_key: str, force: bool, table: pa.Table) -> str:
 
 
 def error_message(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:500] if text else repr(error)
+    """The first line of an error, credentials masked: it goes to failures, the summary, the report and Prefect."""
+    text = redact(str(error).strip())
+    return text.splitlines()[0][:500] if text else redact(repr(error))
 
 
 class Engine:
@@ -276,9 +278,9 @@ class Engine:
     ) -> None:  # fmt: skip
         """One failure as `failures/<stage>/<unit>.json`; `reason` is its code (by default its error type's)."""
         reason = reason or type_code(error_type)
-        record = {"video_id": unit, "stage": stage, "error_type": error_type, "reason": reason, "message": message,
-                  "source": source}  # fmt: skip
-        self.out.write_json(self.failure_path(stage, unit), {**record, "traceback": detail})
+        record = {"video_id": unit, "stage": stage, "error_type": error_type, "reason": reason,
+                  "message": redact(message), "source": redact(source)}  # fmt: skip
+        self.out.write_json(self.failure_path(stage, unit), {**record, "traceback": redact(detail)})
 
     # -- media --------------------------------------------------------------------------------------------------
 
