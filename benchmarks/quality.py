@@ -4,9 +4,10 @@ the default config, against the exact ground truth beside each video. Prints a m
     .venv/bin/python benchmarks/quality.py [--out DIR]
 
 Per lecture: ASR word error rate against the narration, with the recovery of lost windows and without it (the
-baseline, measured in the same run), and of the text the shards carry (refined where a rewrite was accepted);
-keyframes against the true picture changes; OCR word recall of the slide titles; images per slide in the shards
-and what must not appear (`../shared/tools/match-slides`); key words of the narration found in the shards' texts.
+baseline, measured in the same run), and of the text the shards carry (refined where a rewrite was accepted), with
+refinement as configured and with it on; keyframes against the true picture changes; OCR word recall of the slide
+titles; the images in the shards that belong there (precision) and the slides that reached them (recall), and what
+must not appear (`../shared/tools/match-slides`); key words of the narration found in the shards' texts.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def lectures() -> list[dict]:
             "narration": sample["transcript"],
             "changes": [0.0, *sample["slide_changes"]],
             "titles": sample["titles"],
+            "slides": sample["slides"],
             "key_words": [],
             "truth_dir": None,
         }
@@ -73,6 +75,37 @@ def lectures() -> list[dict]:
     else:
         print(f"real-slides not found at {REAL_SLIDES}: measuring the sample only", file=sys.stderr)
     return found
+
+
+def image_slides(lecture: dict, samples: list[dict], shown_after: float) -> list[str]:
+    """The slide each shard image shows, by its time on the sample's timeline (ffmpeg's fps filter takes the frame
+    of a keyframe sampled at t from t + half an interval)."""
+    times = [ref["time"] + shown_after for sample in samples for ref in json.loads(sample["metadata"])["images"]]
+    return [next(s["id"] for s in lecture["slides"] if s["start"] <= time < s["end"]) for time in times]
+
+
+def precision_recall(lecture: dict, samples: list[dict], matched: str, shown_after: float) -> tuple[str, str]:
+    """Images in the shards that belong there, and slides that reached them."""
+    if lecture["truth_dir"] is None:
+        shown = image_slides(lecture, samples, shown_after)
+        wanted = {s["id"] for s in lecture["slides"] if s["kind"] not in ("blank", "talking_head")}
+        good = sum(slide in wanted for slide in shown)
+        return f"{good}/{len(shown)}", f"{len(wanted & set(shown))}/{len(wanted)}"
+    counts = dict(re.findall(r"(slides|images|forbidden|unmatched) (\d+/?\d*)", matched))
+    images = int(counts.get("images", 0))
+    good = images - int(counts.get("forbidden", 0)) - int(counts.get("unmatched", 0))
+    return f"{good}/{images}", counts.get("slides", "-")
+
+
+def refined_text_wer(lecture: dict, config: PipelineConfig, out: OutDir) -> tuple[float, str]:
+    """The WER of the text the shards would carry with refinement on, over the same run's results."""
+    config = config.model_copy(update={"refine": config.refine.model_copy(update={"enabled": True})})
+    inputs = resolve_inputs(lecture["video"], config.input)
+    engine = Engine(out, config, DAG, inputs.videos)
+    run_stages(engine, ("refine",))
+    refined = engine.table(("refine", inputs.videos[0].video_id)).to_pylist()
+    used = " ".join(row["refined_asr"] if row["accepted"] else row["asr"] for row in refined)
+    return word_error_rate(lecture["narration"], used), f"{sum(row['accepted'] for row in refined)}/{len(refined)}"
 
 
 def measure(lecture: dict, config: PipelineConfig, out: OutDir) -> dict:
@@ -108,6 +141,10 @@ def measure(lecture: dict, config: PipelineConfig, out: OutDir) -> dict:
         matched = subprocess.run([sys.executable, str(tool), out.root, str(lecture["truth_dir"]), "--max-per-slide",
                                   "3"], capture_output=True, text=True, check=False)  # fmt: skip
         result["match_slides"] = (matched.stdout.strip().splitlines() or ["-"])[-1]
+    matched_line = result.get("match_slides", "")
+    half_interval = config.keyframes.sample_interval_seconds / 2
+    result["image_precision"], result["slide_recall"] = precision_recall(lecture, samples, matched_line, half_interval)
+    result["text_wer_refine_on"], result["rewrites_accepted_refine_on"] = refined_text_wer(lecture, config, out)
     return result
 
 
