@@ -24,7 +24,7 @@ from typing import Any
 from configs.schema import DownloadConfig
 from configs.secrets import redact
 from pipeline.engine.stage import UnitWork
-from pipeline.media import MediaError
+from pipeline.media import MediaError, file_fingerprint
 from pipeline.records import StageOutput
 from storage.outdir import OutDir
 
@@ -255,11 +255,14 @@ def run(work: UnitWork) -> StageOutput:
     if not is_url(video.source):
         if not os.path.exists(video.source):
             raise MediaError(f"file not found: {video.source}", "file_not_found")
-        return StageOutput(rows=[media_record(video.video_id, video.source, False, {})], counters={"downloaded": 0})
+        record = media_record(video.video_id, video.source, False, {})
+        content = {"content": file_fingerprint(video.source)}
+        return StageOutput(rows=[record], counters={"downloaded": 0}, values=content)
     folder = work.config.download.media_dir or work.media_dir
     if folder is None:
         raise MediaError("download.media_dir must be set when OUT is not a local folder", "no_media_dir")
     media_dir = Path(folder)
     info = download(video.source, video.video_id, media_dir, work.config.download)
     record = media_record(video.video_id, info["filepath"], True, info)
-    return StageOutput(rows=[record], counters={"downloaded": 1, "bytes": record["size_bytes"]})
+    counters = {"downloaded": 1, "bytes": record["size_bytes"]}
+    return StageOutput(rows=[record], counters=counters, values={"content": file_fingerprint(info["filepath"])})

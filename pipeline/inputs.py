@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from configs.schema import InputConfig
 from pipeline.download import is_url
+from pipeline.media import file_fingerprint
 from pipeline.records import VideoInput
 from storage.tables import digest
 
@@ -33,7 +34,6 @@ class InputError(ValueError):
     """An input that names no usable video list."""
 
 
-SOURCE_SAMPLE_BYTES = 1 << 20
 DUPLICATE_CONTENT = "duplicate_content"
 DUPLICATE_URL = "duplicate_url"
 YOUTUBE_HOSTS = {"youtube.com", "www.youtube.com", "m.youtube.com", "youtu.be", "www.youtu.be"}
@@ -47,20 +47,13 @@ class ResolvedInputs:
 
 
 def source_fingerprint(path: str) -> str:
-    """Content identity of a source file from its size and first and last MiB: cheap even for long videos.
-    A URL is identified by itself: what it serves is pinned by the download stage's result."""
+    """Content identity of a source file (`file_fingerprint`). A URL is identified by itself: what it serves is
+    pinned by the download stage's result, whose content the pack stage compares across videos."""
     if is_url(path):
         return digest(path)
     if not os.path.isfile(path):
         return "missing"
-    size = os.path.getsize(path)
-    sha = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as handle:
-        sha.update(handle.read(SOURCE_SAMPLE_BYTES))
-        if size > SOURCE_SAMPLE_BYTES:
-            handle.seek(max(SOURCE_SAMPLE_BYTES, size - SOURCE_SAMPLE_BYTES))
-            sha.update(handle.read(SOURCE_SAMPLE_BYTES))
-    return sha.hexdigest()[:16]
+    return file_fingerprint(path)
 
 
 def url_identity(url: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +21,22 @@ class MediaError(Exception):
     def __init__(self, message: str, reason: str = "bad_media") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+FINGERPRINT_SAMPLE_BYTES = 1 << 20
+
+
+def file_fingerprint(path: str) -> str:
+    """Content identity of a file from its size and first and last MiB: cheap even for long videos, and the same
+    for one video under two names or fetched from two URLs."""
+    size = os.path.getsize(path)
+    sha = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        sha.update(handle.read(FINGERPRINT_SAMPLE_BYTES))
+        if size > FINGERPRINT_SAMPLE_BYTES:
+            handle.seek(max(FINGERPRINT_SAMPLE_BYTES, size - FINGERPRINT_SAMPLE_BYTES))
+            sha.update(handle.read(FINGERPRINT_SAMPLE_BYTES))
+    return sha.hexdigest()[:16]
 
 
 @lru_cache(maxsize=1)

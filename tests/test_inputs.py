@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -7,8 +8,9 @@ import pytest
 
 from pipeline.engine.run_files import RunFiles
 from pipeline.inputs import DUPLICATE_CONTENT, DUPLICATE_URL, InputError, resolve_inputs, sanitize_id
+from pipeline.records import VideoInput
 from storage.outdir import OutDir
-from tests.conftest import LECTURE, PART2
+from tests.conftest import LECTURE, PART2, run_all_stages, shard_files
 
 
 def test_folder_is_sorted_non_recursive_and_lists_what_it_ignores(tmp_path: Path, config):
@@ -85,3 +87,26 @@ def test_a_video_listed_twice_or_under_two_names_or_urls_is_kept_once(tmp_path: 
     files = RunFiles(OutDir(tmp_path / "out"))
     files.start(config, resolved)
     assert files.input_notes()["duplicates"] == resolved.duplicates
+
+
+def test_a_url_serving_a_video_already_in_the_corpus_is_packed_once(tmp_path: Path, processed, media_server):
+    """Content a URL turns out to hold once fetched (here the local PART2 again) is left out of the packs with a
+    reason, and the shards hold the same samples as without it."""
+    engine, videos = processed
+    out = OutDir(tmp_path / "out")
+    shutil.copytree(engine.out.root, out.root)
+    part2 = next(video for video in videos if video.source == str(PART2))
+    copy = VideoInput("served-copy", f"{media_server.url}/{PART2.name}", part2.topic, len(videos))
+    copies, _ = run_all_stages(out, engine.config, [*videos, copy])
+    assert copies.current(("interleave", copy.video_id)), "the copy itself is processed like any video"
+    files = RunFiles(out)
+    summary = files.finish(copies, [], 0.0)
+    assert summary["videos"]["dropped"] == {f"pack: {DUPLICATE_CONTENT}": 1}
+    repeat = {"video_id": copy.video_id, "source": copy.source, "duplicate_of": part2.video_id,
+              "reason": DUPLICATE_CONTENT}  # fmt: skip
+    assert summary["inputs"]["duplicates"] == [repeat]
+
+    def samples(folder: OutDir) -> list[dict]:
+        return [json.loads(row["metadata"]) for path in shard_files(folder) for row in pq.read_table(path).to_pylist()]
+
+    assert samples(out) == samples(engine.out) and copy.video_id not in json.dumps(samples(out))
