@@ -6,6 +6,7 @@ cached per process, not per video."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,11 +16,17 @@ from configs import PipelineConfig
 from configs.schema import LlmConfig, RunConfig
 from pipeline.engine.stage import StageKind
 
+LOOPBACK = "127.0.0.1"  # a local Dask cluster listens here only, its dashboard off
+logger = logging.getLogger(__name__)
+
 
 def task_runner(cfg: RunConfig) -> TaskRunner:
     if cfg.runner == "ray":
         from prefect_ray import RayTaskRunner
 
+        if cfg.address is None:
+            logger.warning("a local Ray cluster's services listen on every interface whatever its node address "
+                           "(measured with Ray 2.60); Ray's token authentication guards them")  # fmt: skip
         init = {"num_cpus": cfg.workers, "include_dashboard": False} if cfg.address is None else {}
         return RayTaskRunner(address=cfg.address, init_kwargs=init)
     if cfg.runner == "dask":
@@ -27,7 +34,8 @@ def task_runner(cfg: RunConfig) -> TaskRunner:
 
         if cfg.address:
             return DaskTaskRunner(address=cfg.address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True})
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
+                                              "host": LOOPBACK, "dashboard_address": None})  # fmt: skip
     return ThreadPoolTaskRunner(max_workers=cfg.workers)
 
 

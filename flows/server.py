@@ -14,6 +14,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from configs.secrets import exposure_warning
+
 STATE_FILE = "textbook-server.json"
 HEALTH_TIMEOUT_SECONDS = 1.0
 
@@ -51,6 +53,8 @@ def run_server(host: str, port: int) -> int:
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps({"api_url": f"{ui_url}/api", "ui_url": ui_url}))
     print(f"Prefect UI: {ui_url}  (textbook commands run here while this server is up; Ctrl-C stops it)", flush=True)
+    if warning := exposure_warning("the Prefect server (its UI and API, flow-run parameters included)", host):
+        print(warning, file=sys.stderr, flush=True)
     # The UI page asks its API at a path relative to wherever it was loaded from, so it works on any port and
     # behind any host name or tunnel (Prefect's default, built from the default port, would send it to :4200).
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_URL": ui_url,

@@ -4,6 +4,7 @@ says (127.0.0.1 for one machine: by default its store listens on every interface
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,10 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from transformers import LlavaForConditionalGeneration
+
+from configs.secrets import exposure_warning
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,9 @@ def start() -> Processes:
         torch.cuda.set_device(device)
     owns = False
     if world_size > 1 and not dist.is_initialized():
+        address = os.environ.get("MASTER_ADDR", "127.0.0.1")
+        if local_rank == 0 and (warning := exposure_warning("torchrun's rendezvous store", address)):
+            logger.warning(warning + " (one machine: torchrun --master-addr 127.0.0.1)")
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         owns = True
     rank = dist.get_rank() if dist.is_initialized() else 0

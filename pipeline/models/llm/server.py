@@ -29,6 +29,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from configs.secrets import exposure_warning
 from pipeline.models.llm import Llm, LlmBackendError, load_llm
 from pipeline.models.llm.base import ImageInputError
 
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--api-key-env {args.api_key_env}: that environment variable is empty")
     server = ChatServer((args.host, args.port), load_llm(load_config(args.config).llm), api_key)
     logger.info("serving %s on http://%s:%d/v1", server.llm.model_id, *server.server_address[:2])
+    if warning := exposure_warning("the chat server", args.host):
+        logger.warning(warning + ("" if api_key else " (and no --api-key-env)"))
     with contextlib.suppress(KeyboardInterrupt), server:
         server.serve_forever()
 
