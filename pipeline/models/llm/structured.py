@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from pipeline.models.llm import Llm
-from pipeline.models.llm.base import Message, Prompt, SamplingParams, as_messages
+from pipeline.models.llm.base import Message, Prompt, SamplingParams, as_messages, text_part
 
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -182,7 +182,11 @@ def complete_json_batch(
     for prompt in prompts:
         messages = as_messages(prompt)
         last = messages[-1]
-        conversations.append([*messages[:-1], {**last, "content": f"{last['content']}\n\n{instruction}"}])
+        content = last["content"]  # a string, or content parts (images for a VLM): the instruction is a text part
+        asked = (
+            f"{content}\n\n{instruction}" if isinstance(content, str) else [*content, text_part(f"\n\n{instruction}")]
+        )
+        conversations.append([*messages[:-1], {**last, "content": asked}])
     results: list[Schema | None] = [None] * len(prompts)
     answers: list[list[str]] = [[] for _ in prompts]
     reasons = [""] * len(prompts)
