@@ -62,14 +62,13 @@ class TriageConfig(Section):
 
 
 class RewritePrompt(Section):
-    question: str = Field(description="asks for one question over {context}; {asked}: the turns asked before")
+    question: str = Field(description="asks for one question over {context}, about the turn's part of it, {focus}")
     answer: str = Field(description="asks for the answer to {question} over {context}")
 
 
 class RewriteConfig(Section):
     prompts: dict[str, RewritePrompt] = Field(description="per category; 'default' for the others")
     text_only_note: str = Field(description="said before the context when the model cannot see the image")
-    asked_note: str = Field(description="{asked} of a later turn: the questions before, given as {questions}")
     turns: int = Field(ge=1, le=8, description="question-answer turns per conversation (at most)")
     question_max_new_tokens: int = Field(ge=8)
     max_new_tokens: int = Field(ge=16, description="the cap on an answer")

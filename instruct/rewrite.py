@@ -1,7 +1,8 @@
 """rewrite: an item becomes a multi-turn conversation grounded in what it holds, a turn at a time.
 
 Each turn is two structured calls through the LLM layer (batched over the batch's items, cached, validated, retried):
-a question (`{"question": ...}`) from the category's prompt, then its answer (`{"answer": ...}`). A small model
+a question (`{"question": ...}`) from the category's prompt about the turn's own run of the item's sentences (so
+turns ask about different things), then its answer (`{"answer": ...}`) over everything the item holds. A small model
 keeps to a one-string object far better than to a list of turns, and the prefilled `{"answer": "` starts it inside
 the string. Items with images go to the configured vision-language model with the images as content parts; with
 none configured (the CPU default) the text LLM is told it cannot see the picture and given its text. A turn whose
@@ -11,19 +12,22 @@ reason. An item's own conversation (kept, or the original of a rewritten one) is
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from configs.instruct import RewriteConfig, RewritePrompt
-from instruct.text import as_turns, content_words, questions
+from instruct.text import as_turns, content_words, questions, source_text
 from pipeline.models.llm import Llm, Message, image_part, text_part
 from pipeline.models.llm.structured import LlmOutputError, complete_json_batch
 
 REWRITTEN = "rewritten"
 ORIGINAL = "original"
 NO_TURN = "rewrite_failed"
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 class Question(BaseModel):
@@ -34,19 +38,27 @@ class Answer(BaseModel):
     answer: str = Field(min_length=1, description="the answer")
 
 
+LABELS = {"ocr": "Text in the picture:", "transcript": "What the teacher says:",
+          "caption": "Description of the picture:"}  # fmt: skip
+ECHOED_LABEL = re.compile("^(?:" + "|".join(re.escape(label) for label in LABELS.values()) + r")\s*", re.IGNORECASE)
+
+
 def context(item: dict[str, Any]) -> str:
     """What the item holds, in words."""
-    lines = []
-    if item["ocr"]:
-        lines.append(f"Text in the picture: {item['ocr']}")
-    if item["transcript"]:
-        lines.append(f"What the teacher says: {item['transcript']}")
-    if item["caption"]:
-        lines.append(f"Description of the picture: {item['caption']}")
+    lines = [f"{label} {item[name]}" for name, label in LABELS.items() if item[name]]
     for turn in item["conversations"] or []:
         role = "Question" if turn["from"] == "human" else "Answer"
         lines.append(f"{role}: {turn['value'].replace('<image>', '').strip()}")
     return "\n".join(lines)
+
+
+def focus_parts(item: dict[str, Any], turns: int) -> list[str]:
+    """The item's sentences in `turns` runs, one per turn, in order; a text of fewer sentences repeats its last."""
+    sentences = [part.strip() for part in SENTENCE_END.split(source_text(item)) if len(part.split()) >= 3]
+    sentences = sentences or [source_text(item)]
+    size = math.ceil(len(sentences) / turns)
+    runs = [" ".join(sentences[start : start + size]) for start in range(0, len(sentences), size)]
+    return runs + [runs[-1]] * (turns - len(runs))
 
 
 def prompt_for(cfg: RewriteConfig, category: str) -> RewritePrompt:
@@ -82,16 +94,17 @@ def rewrite_items(
             break
         prompts = []
         for i in active:
-            asked = [question for question, _ in pairs[i]]
-            note = cfg.asked_note.format(questions=" ".join(asked)) if asked else ""
-            text = prompt_for(cfg, categories[i]).question.format(context=shown[i], asked=note).strip()
+            focus = focus_parts(items[i], cfg.turns)[len(pairs[i])]
+            text = prompt_for(cfg, categories[i]).question.format(context=shown[i], focus=focus).strip()
             prompts.append(_message(text, items[i], sees_images))
         asked_now = {}
         for i, answer in zip(active, complete_json_batch(llm, prompts, Question, params=question_params), strict=True):
             if isinstance(answer, LlmOutputError):
                 failure[i] = failure[i] or f"question: {answer.reason}"
-            elif not _repeats(answer.question, [question for question, _ in pairs[i]]):
-                asked_now[i] = answer.question.strip()
+                continue
+            question = ECHOED_LABEL.sub("", answer.question.strip())
+            if len(question.split()) >= 3 and not _repeats(question, [asked for asked, _ in pairs[i]]):
+                asked_now[i] = question
         order = list(asked_now)
         prompts = [_message(prompt_for(cfg, categories[i]).answer.format(context=shown[i], question=asked_now[i]),
                             items[i], sees_images) for i in order]  # fmt: skip
@@ -100,7 +113,7 @@ def rewrite_items(
             if isinstance(answer, LlmOutputError):
                 failure[i] = failure[i] or f"answer: {answer.reason}"
             else:
-                pairs[i].append((asked_now[i], answer.answer.strip()))
+                pairs[i].append((asked_now[i], ECHOED_LABEL.sub("", answer.answer.strip())))
                 active.append(i)
     rows = []
     for item, category, done, why in zip(items, categories, pairs, failure, strict=True):

@@ -13,10 +13,10 @@ import pytest
 from configs.instruct import InstructConfig
 from configs.schema import OpenAiLlmConfig
 from instruct.filter import filter_candidates
-from instruct.rewrite import REWRITTEN
+from instruct.rewrite import REWRITTEN, focus_parts, rewrite_items
 from instruct.text import as_turns
 from instruct.triage import categorise, rule_category
-from pipeline.models.llm import Llm, load_llm
+from pipeline.models.llm import ImageInputError, Llm, load_llm
 from pipeline.models.llm.server import ChatServer
 from tests import test_instruct_pipeline as shared
 
@@ -132,3 +132,21 @@ def test_a_source_category_and_action_come_first(instruct_config: InstructConfig
                       instruct_config.triage, None)  # fmt: skip
     assert (rows[0]["category"], rows[0]["category_by"], rows[0]["keep"]) == ("Domain-specific", "config", True)
     assert (rows[1]["keep"], rows[1]["reason"]) == (False, "discarded_source")
+
+
+def test_items_with_images_reach_a_vision_model_as_content_parts(instruct_config: InstructConfig) -> None:
+    """With `rewrite.vlm` set, the item's images travel as image parts: the embedded text-only model refuses them,
+    naming what it was sent (a VLM behind vLLM reads them)."""
+    picture = shared.chart_png()
+    chart = item(images=[{"bytes": picture, "path": "chart.png"}], ocr="Sales by year: 2019 20, 2020 35, 2021 50.")
+    with pytest.raises(ImageInputError, match=r"cannot read the 1 image\(s\) of this request \(96x64 PNG\)"):
+        rewrite_items([chart], ["Chart"], instruct_config.rewrite, load_llm(instruct_config.llm), sees_images=True)
+
+
+def test_each_turn_asks_about_its_own_part_of_the_text() -> None:
+    text = "Gradient descent takes small steps. The step size is the learning rate. Too large a rate diverges."
+    assert focus_parts(item(transcript=text), 2) == [
+        "Gradient descent takes small steps. The step size is the learning rate.",
+        "Too large a rate diverges.",
+    ]
+    assert focus_parts(item(transcript="One short sentence here."), 3) == ["One short sentence here."] * 3
