@@ -78,7 +78,7 @@ def test_served_deployment_is_scheduled_and_a_triggered_run_completes(tmp_path: 
         state = _wait(lambda: _final_state(api, run_id), 400, "the triggered run")
         assert state == "COMPLETED"
         task_names = {task["name"] for task in _post(api, "/task_runs/filter")}
-        assert {"probe-lecture_part2", "asr-lecture_part2", "shards-all"} <= task_names
+        assert {"download..interleave-lecture_part2", "pack-lecture_part2", "shards-all"} <= task_names, task_names
         artifacts = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["run-summary"]}}})
         assert artifacts and "| asr |" in artifacts[0]["data"]
         assert shard_files(out)

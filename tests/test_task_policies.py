@@ -1,6 +1,7 @@
-"""Task policies through Prefect for real: a transient failure (HTTP 429) is retried by Prefect with the network
-kind's retries, then recorded; stages carry tags and the configured tag limits exist on the API; a rerun shows
-units as Skipped task runs, as the UI does."""
+"""Task policies through Prefect for real: a video goes through its per-video stages as one task run, without
+waiting for the other videos; a transient failure (HTTP 429) is retried with the network kind's retries inside
+that task, then recorded; a 404 is recorded at once; tasks carry their stages' tags and the configured tag limits
+exist on the API; a rerun shows a video's finished stages as a Skipped task run, as the UI does."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ with get_client(sync_client=True) as client:
     limits = client.read_concurrency_limits(limit=10, offset=0)
 print(json.dumps({
     "summaries": summaries,
-    "runs": [{"name": r.name, "state": r.state.name, "run_count": r.run_count, "tags": r.tags} for r in runs],
+    "runs": [{"name": r.name, "state": r.state.name, "run_count": r.run_count, "tags": r.tags,
+              "end": r.end_time.timestamp()} for r in runs],
     "limits": {limit.tag: limit.concurrency_limit for limit in limits},
 }))
 """
@@ -49,7 +51,7 @@ def test_transient_failures_retry_and_reruns_show_skipped(tmp_path: Path, media_
     manifest.write_text(f"{media_server.url}/busy.mp4\n{PART2}\n{media_server.url}/missing.mp4\n")
     config = {
         "run": {"progress": False, "concurrency_limits": {"network": 2},
-                "tasks": {"network": {"retries": 1, "retry_delay_seconds": 0.5, "timeout_seconds": 120}}},
+                "tasks": {"network": {"retries": 1, "retry_delay_seconds": 1.5, "timeout_seconds": 120}}},
         "download": {"attempts": 1, "backoff_seconds": 0},
     }  # fmt: skip
     config_path = tmp_path / "config.yaml"
@@ -61,23 +63,25 @@ def test_transient_failures_retry_and_reruns_show_skipped(tmp_path: Path, media_
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
 
-    assert media_server.hits["/busy.mp4"] == 4, "one try per Prefect attempt, two attempts per run"
-    assert media_server.hits["/missing.mp4"] == 2, "a 404 cannot pass: one try per run, no Prefect retry"
+    assert media_server.hits["/busy.mp4"] == 4, "a try and its one retry per run"
+    assert media_server.hits["/missing.mp4"] == 2, "a 404 cannot pass: one try per run, no retry"
     first, second = report["summaries"]
     assert first["stages"]["download"]["failed"] == 2 and first["stages"]["download"]["done"] == 1
     assert first["failures"]["by_reason"] == {"download: HTTP 429 (rate limited) after 1 attempts": 1,
                                               "download: HTTP 404 (not found)": 1}  # fmt: skip
     assert second["stages"]["download"]["skipped"] == 1 and second["stages"]["probe"]["skipped"] == 1
 
-    runs = report["runs"]
-    busy = [run for run in runs if run["name"] == "download-busy"]
-    assert len(busy) == 2 and all(run["state"] == "Failed" and run["run_count"] == 2 for run in busy)
-    assert all(set(run["tags"]) == {"network", "stage:download"} for run in busy)
-    missing = [run for run in runs if run["name"] == "download-missing"]
+    assert first["stages"]["probe"]["blocked"] == 2 and first["stages"]["probe"]["done"] == 1
+
+    runs = report["runs"]  # newest first
+    busy = [run for run in runs if run["name"] == "download..probe-busy"]
+    assert len(busy) == 2 and all(run["state"] == "Failed" and run["run_count"] == 1 for run in busy)
+    assert all(set(run["tags"]) == {"network", "stage:download", "compute", "stage:probe"} for run in busy)
+    missing = [run for run in runs if run["name"] == "download..probe-missing"]
     assert len(missing) == 2 and all(run["state"] == "Failed" and run["run_count"] == 1 for run in missing)
-    local = sorted(run["state"] for run in runs if run["name"] == "download-lecture_part2")
-    assert local == ["Completed", "Skipped"]
-    assert sorted(run["state"] for run in runs if run["name"] == "probe-busy") == ["Blocked", "Blocked"]
+    local = [run for run in runs if run["name"] == "download..probe-lecture_part2"]
+    assert [run["state"] for run in local] == ["Skipped", "Completed"]
+    assert local[1]["end"] < busy[1]["end"], "the local video was probed while the busy one waited to retry"
     assert report["limits"] == {"network": 2}
 
 

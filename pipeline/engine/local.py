@@ -1,21 +1,100 @@
-"""The DAG without an executor: every planned unit of each stage in turn, in this process. Tests, benchmarks and
-the check of a finished run use it; the flows submit the same `Engine.run_unit` calls as Prefect tasks."""
+"""The DAG without an executor, in this process: each unit of a per-video stage runs as soon as the units it reads
+are finished, on a few threads, so one video's OCR runs while another's (or its own) refinement does, and no video
+waits for the slowest of a stage. A stage whose unit is not a video (a topic, the corpus) reads the whole set: it
+starts when every earlier stage is finished. Tests, benchmarks and the check of a finished run use `run_stages`;
+the Prefect flows run batches of videos through `run_units` inside their tasks."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from pipeline.engine.engine import Engine
+from pipeline.engine.engine import Engine, UnitResult
 from pipeline.engine.run_files import StageReport
+from pipeline.engine.stage import ResultRef
+
+RunUnit = Callable[[str, str], UnitResult]
 
 
-def run_stages(engine: Engine, stage_names: Iterable[str], force: bool = False) -> list[StageReport]:
-    wanted = set(stage_names)
-    reports = []
+def default_workers(engine: Engine) -> int:
+    run = getattr(engine.config, "run", None)
+    return max(1, getattr(run, "workers", 1))
+
+
+def run_units(
+    engine: Engine, stage_names: Iterable[str], unit_ids: Iterable[str] | None, workers: int, run_unit: RunUnit
+) -> dict[ResultRef, tuple[UnitResult, float, float]]:
+    """Run the units of these per-video stages (only `unit_ids` when given), each once every unit it reads among
+    them is finished, on `workers` threads; by (stage, unit): the result and when it started and ended."""
+    names = list(stage_names)
+    chosen = None if unit_ids is None else set(unit_ids)
+    todo = [(name, unit) for name in names for unit in engine.units(name).values()
+            if chosen is None or unit.unit_id in chosen]  # fmt: skip
+    refs = {(name, unit.unit_id) for name, unit in todo}
+    waits_on = {(name, unit.unit_id): {ref for ref in unit.reads if ref in refs} for name, unit in todo}
+    readers: dict[ResultRef, list[ResultRef]] = {ref: [] for ref in refs}
+    for ref, needs in waits_on.items():
+        for need in needs:
+            readers[need].append(ref)
+    position = {unit.unit_id: n for n, (_, unit) in reversed(list(enumerate(todo)))}
+    order = {ref: (position[ref[1]], names.index(ref[0])) for ref in refs}  # the earliest video's earliest stage
+    done: dict[ResultRef, tuple[UnitResult, float, float]] = {}
+
+    def timed(ref: ResultRef) -> tuple[UnitResult, float, float]:
+        started = time.time()  # wall clock: units of one stage may run in several processes (Ray, Dask)
+        result = run_unit(*ref)
+        return result, started, time.time()
+
+    ready = sorted((ref for ref, needs in waits_on.items() if not needs), key=order.__getitem__)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        running: dict[Future, ResultRef] = {}
+        while ready or running:
+            while ready and len(running) < workers:
+                ref = ready.pop(0)
+                running[pool.submit(timed, ref)] = ref
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                ref = running.pop(future)
+                done[ref] = future.result()
+                for reader in readers[ref]:
+                    waits_on[reader].discard(ref)
+                    if not waits_on[reader]:
+                        ready.append(reader)
+            ready.sort(key=order.__getitem__)
+    return done
+
+
+def stage_groups(engine: Engine, stage_names: Iterable[str]) -> list[list[str]]:
+    """The named stages in DAG order, split into runs of consecutive per-video stages and single other stages."""
+    wanted, groups = set(stage_names), []
     for stage in engine.dag.stages:
-        if stage.name in wanted:
-            started = time.perf_counter()
-            results = [engine.run_unit(stage.name, unit_id, force) for unit_id in list(engine.units(stage.name))]
-            reports.append(StageReport.from_results(stage.name, results, time.perf_counter() - started))
+        if stage.name not in wanted:
+            continue
+        if stage.unit_kind == "video" and groups and engine.dag[groups[-1][0]].unit_kind == "video":
+            groups[-1].append(stage.name)
+        else:
+            groups.append([stage.name])
+    return groups
+
+
+def reports_of(names: list[str], done: dict[ResultRef, tuple[UnitResult, float, float]]) -> list[StageReport]:
+    """One report per stage; its wall time runs from its first unit's start to its last unit's end."""
+    reports = []
+    for name in names:
+        timings = [timing for ref, timing in done.items() if ref[0] == name]
+        wall = max((end for _, _, end in timings), default=0.0) - min((start for _, start, _ in timings), default=0.0)
+        reports.append(StageReport.from_results(name, [result for result, _, _ in timings], wall))
+    return reports
+
+
+def run_stages(
+    engine: Engine, stage_names: Iterable[str], force: bool = False, workers: int | None = None
+) -> list[StageReport]:
+    """Every planned unit of the named stages, on `workers` threads (the config's `run.workers` by default)."""
+    threads = workers or default_workers(engine)
+    reports = []
+    for group in stage_groups(engine, stage_names):
+        done = run_units(engine, group, None, threads, lambda stage, unit: engine.run_unit(stage, unit, force))
+        reports += reports_of(group, done)
     return reports
