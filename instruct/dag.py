@@ -4,10 +4,10 @@
 
 `items` has one unit per source part (a shard of the set, a user-brought set); the four per-batch stages one unit
 per `batch_size` items of a part (`<part>-<batch>`), each reading its batch's rows of the stage before and of
-`items`; `dedup`, `mix` and `export` one corpus unit over every current batch. Each stage is given only what the
-stage before kept, so each table's drops are its own. So a changed prompt reruns the
-rewrite and what follows, a new shard only its own batches, a finished batch is skipped. `summarize` writes the
-funnel report (`report.json`, `report.md`) from the tables.
+`items`; `dedup`, `mix` and `export` one corpus unit over every current batch (a failed batch is recorded and left
+out, not waited for). Each stage is given only what the stage before kept, so each table's drops are its own. A
+changed prompt reruns the rewrite and what follows, a new shard only its own batches, a finished batch is skipped.
+`summarize` writes the funnel report (`report.json`, `report.md`) from the tables.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from configs.eval import load_eval_config
 from configs.instruct import InstructConfig
 from eval.dag import files_fingerprint
 from instruct import decontaminate, export, rewrite, schemas, sources, text, triage
@@ -227,7 +229,7 @@ class InstructDag:
         items = {}
         for ref in work.unit.reads[1:]:
             part = work.tables(ref)
-            mask = pa.compute.is_in(part["item_id"], value_set=pa.array(sorted(wanted), pa.string()))
+            mask = pc.is_in(part["item_id"], value_set=pa.array(sorted(wanted), pa.string()))
             items.update({item["item_id"]: item for item in part.filter(mask).to_pylist()})
         records = [{"id": dedup_module.candidate_id(row), "images": items[row["item_id"]]["images"],
                     "conversations": row["conversations"], "source": items[row["item_id"]]["source"],
@@ -238,8 +240,6 @@ class InstructDag:
 
 def decontamination_sets(config: InstructConfig) -> dict[str, Any]:
     """What identifies the benchmark sets outside OUT: their files' digests (a hub set by its name)."""
-    from configs.eval import load_eval_config
-
     datasets = load_eval_config(config.decontaminate.eval_config).datasets
     return {name: files_fingerprint(datasets[name].path) or datasets[name].hub
             for name in config.decontaminate.sets if name in datasets}  # fmt: skip
