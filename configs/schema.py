@@ -29,6 +29,11 @@ class Section(BaseModel):
 
 class InputConfig(Section):
     video_extensions: list[str]
+    follow_symlinks: bool = Field(
+        description="take a folder's symlinks that point outside it; false: list them ignored"
+    )
+    allowed_roots: list[str] = Field(description="folders every local input must lie in (a served deployment's "
+                                     "config); empty: anywhere, as the CLI reads what its user names")  # fmt: skip
 
 
 class TaxonomyConfig(Section):

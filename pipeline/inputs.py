@@ -111,19 +111,49 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def readable_name(path: str) -> str:
+    """A path as text that survives UTF-8 (JSON, Parquet, HTML): a byte of a non-UTF-8 file name becomes U+FFFD."""
+    return os.fsencode(path).decode("utf-8", errors="replace")
+
+
+def _nameable(source: str) -> bool:
+    """Whether a source can be recorded as it is: no NUL (no file has one), and UTF-8 (inputs.parquet, the
+    failures and the report hold text). Any other is listed as ignored, under its readable name."""
+    return "\x00" not in source and readable_name(source) == source
+
+
+def _within(path: Path, roots: list[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(root) for root in roots)
+
+
+def _check_allowed(sources: list[str], cfg: InputConfig) -> None:
+    """With `allowed_roots`, refuse an input any of whose local files (symlinks resolved) lies outside them."""
+    if not cfg.allowed_roots:
+        return
+    roots = [Path(root).expanduser().resolve() for root in cfg.allowed_roots]
+    for source in sources:
+        if not is_url(source) and not _within(Path(source), roots):
+            raise InputError(
+                f"{readable_name(source)} is outside input.allowed_roots ({', '.join(cfg.allowed_roots)})"
+            )
+
+
 def resolve_inputs(path: str | Path, cfg: InputConfig) -> ResolvedInputs:
     path = Path(path)
     if not path.exists():
         raise InputError(f"input not found: {path}")
+    _check_allowed([str(path)], cfg)
     extensions = {ext.lower() for ext in cfg.video_extensions}
     ignored: list[str] = []
     if path.is_dir():
         entries: list[tuple[str, str | None]] = []
         for child in sorted(path.iterdir()):
-            if child.is_file() and child.suffix.lower() in extensions:
+            leaves = child.is_symlink() and not _within(child, [path.resolve()])
+            if child.is_file() and child.suffix.lower() in extensions and (cfg.follow_symlinks or not leaves):
                 entries.append((str(child), None))
             else:
-                ignored.append(str(child))
+                ignored.append(readable_name(str(child)))
         default_topic = path.resolve().name
     elif path.suffix.lower() in MANIFEST_SUFFIXES:
         entries = _read_manifest(path)
@@ -133,8 +163,11 @@ def resolve_inputs(path: str | Path, cfg: InputConfig) -> ResolvedInputs:
         default_topic = path.stem
     else:
         raise InputError(f"{path} is neither a video ({', '.join(sorted(extensions))}), a folder nor a manifest")
+    ignored += [readable_name(source) for source, _ in entries if not _nameable(source)]
+    entries = [(source, topic) for source, topic in entries if _nameable(source)]
     if not entries:
         raise InputError(f"no videos in {path}")
+    _check_allowed([source for source, _ in entries], cfg)
     entries, duplicates = deduplicate(entries)
     videos = _assign_ids(entries, sanitize_id(default_topic))
     return ResolvedInputs(videos=videos, ignored=ignored, duplicates=duplicates)

@@ -12,6 +12,7 @@ import html
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,6 +263,14 @@ def write_report(out: OutDir, config: PipelineConfig, metrics: dict[str, Any]) -
     return path
 
 
+_MARKUP = re.compile(r"([\\`*_\[\]()|!#~])")
+
+
+def markdown_text(value: Any) -> str:
+    """Text from data (a failure message, a file name) as Markdown shows it literally: HTML and markup escaped."""
+    return _MARKUP.sub(r"\\\1", html.escape(str(value), quote=False))
+
+
 def metrics_markdown(metrics: dict[str, Any]) -> str:
     """The report's figures as markdown tables, for the Prefect UI's artifacts."""
     insi, samples = metrics["insi_sim"], metrics["samples"]
@@ -285,8 +294,8 @@ def metrics_markdown(metrics: dict[str, Any]) -> str:
     if units:
         lines += ["", "| unit | stage | in | kept | dropped by reason |", "|---|---|---|---|---|"]
         lines += [
-            f"| {unit} | {stage} | {row['in']} | {row['kept']} | "
-            f"{', '.join(f'{reason} x{count}' for reason, count in row['dropped'].items()) or '-'} |"
+            f"| {markdown_text(unit)} | {stage} | {row['in']} | {row['kept']} | "
+            f"{', '.join(f'{markdown_text(reason)} x{count}' for reason, count in row['dropped'].items()) or '-'} |"
             for unit, stage, row in units
         ]
     return "\n".join(lines)
