@@ -1,14 +1,16 @@
-"""Prefect flows over the DAG: each stage a task mapped over its planned units, stage after stage."""
+"""Prefect flows over the DAG: videos in batches through their per-video stages, any other stage a task per unit."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
@@ -18,10 +20,12 @@ from prefect.states import Completed, Failed, State
 from tqdm import tqdm
 
 from configs import PipelineConfig, parse_config
-from flows.runners import apply_concurrency_limits, stage_resources, task_options, task_runner
+from flows.runners import apply_concurrency_limits, stage_resources, task_options, task_runner, uses_gpu
 from pipeline.dag import DAG, PROCESS_STAGES
 from pipeline.engine.engine import Engine, UnitResult, error_message
+from pipeline.engine.local import RunUnit, reports_of, run_units, stage_groups
 from pipeline.engine.run_files import RunFiles, StageReport
+from pipeline.engine.stage import ResultRef
 from pipeline.metrics.report import markdown_text, metrics_markdown, report_url
 
 
@@ -71,10 +75,15 @@ def _unit_result(submitted: Submitted, engine: Engine) -> UnitResult:
     outcome = submitted.future.result(raise_on_failure=False)
     if isinstance(outcome, UnitResult):
         return outcome
+    return _lost(engine, submitted.stage, submitted.unit, submitted.source, outcome)
+
+
+def _lost(engine: Engine, stage: str, unit: str, source: str, outcome: object) -> UnitResult:
+    """A unit whose task ended without its result (a timeout, a crash): recorded as failed with the task's error."""
     error = outcome if isinstance(outcome, BaseException) else RuntimeError(f"task ended with {outcome!r}")
     message = error_message(error)
-    engine.record_failure(submitted.stage, submitted.unit, type(error).__name__, message, submitted.source)
-    return UnitResult(submitted.stage, submitted.unit, "failed", error_type=type(error).__name__, message=message)
+    engine.record_failure(stage, unit, type(error).__name__, message, source)
+    return UnitResult(stage, unit, "failed", error_type=type(error).__name__, message=message)
 
 
 def gather(stage: str, submitted: Sequence[Submitted], engine: Engine, progress: bool) -> StageReport:
@@ -90,27 +99,142 @@ def gather(stage: str, submitted: Sequence[Submitted], engine: Engine, progress:
     return StageReport.from_results(stage, results, time.perf_counter() - started)
 
 
+# -- videos through their per-video stages, in batches ---------------------------------------------------------
+
+TASKS_PER_WORKER = 8  # batches a worker gets: enough to balance uneven videos, few enough to cost nothing
+
+
+def retrying(engine: Engine, force: bool) -> RunUnit:
+    """`Engine.run_unit` with the retries of the stage's kind: a transient failure (HTTP 429/5xx, an endpoint
+    down, a timeout) runs again after doubling delays, in the same task; any other failure is recorded at once."""
+
+    def run(stage: str, unit_id: str) -> UnitResult:
+        policy = getattr(engine.config.run.tasks, engine.dag[stage].kind)
+        for attempt in range(policy.retries + 1):
+            result = engine.run_unit(stage, unit_id, force=force)
+            if result.status != "failed" or not result.transient or attempt == policy.retries:
+                return result
+            time.sleep(policy.retry_delay_seconds * 2**attempt)
+        raise AssertionError("unreachable")
+
+    return run
+
+
+def batch_state(done: dict[ResultRef, tuple[UnitResult, float, float]]) -> State:
+    """The state of a batch task in the UI: Failed when a unit failed (its reason in the message), else named by
+    what its units did: Skipped when all were already done, Completed otherwise; the message counts each status."""
+    results = [result for result, _, _ in done.values()]
+    counts = Counter(result.status for result in results)
+    message = ", ".join(f"{count} {status}" for status, count in counts.most_common())
+    failed = [result for result in results if result.status == "failed"]
+    if failed:
+        first = failed[0]
+        reason = f"{first.stage}-{first.unit}: {first.error_type}: {first.message}"
+        return Failed(message=f"{message}; {reason}", data=done)
+    return Completed(name="Skipped" if set(counts) == {"skipped"} else "Completed", message=message, data=done)
+
+
+@task(cache_policy=NO_CACHE)
+def videos_task(stages: list[str], video_ids: list[str], engine: Engine, force: bool, threads: int) -> State:
+    """A batch of videos through consecutive per-video stages: each unit as soon as what it reads is done (a video
+    never waits for another), on `threads` threads; one log line per video says what each stage did."""
+    done = run_units(engine, stages, video_ids, threads, retrying(engine, force))
+    logger = get_run_logger()
+    for video_id in video_ids:
+        steps = [done[(stage, video_id)][0] for stage in stages if (stage, video_id) in done]
+        logger.info("%s: %s", video_id, ", ".join(f"{r.stage} {r.status} {r.seconds:.1f} s" for r in steps))
+    return batch_state(done)
+
+
+def batch_name(stages: list[str], video_ids: list[str]) -> str:
+    """`<stage>-<video>` for one stage of one video (as before batching); a chain is `<first>..<last>`, a batch
+    `<first video>+<more>`."""
+    name = stages[0] if len(stages) == 1 else f"{stages[0]}..{stages[-1]}"
+    return f"{name}-{video_ids[0]}" + (f"+{len(video_ids) - 1}" if len(video_ids) > 1 else "")
+
+
+def chains(engine: Engine, stages: list[str]) -> list[list[str]]:
+    """A run of per-video stages split where its model moves between CPU and GPU, so a GPU stage's tasks carry
+    the `gpu` tag (and its Ray resources) and nothing else does."""
+    pieces: list[list[str]] = []
+    for name in stages:
+        gpu = uses_gpu(engine.dag[name].sections_for(engine.config), engine.config)
+        if pieces and gpu == uses_gpu(engine.dag[pieces[-1][0]].sections_for(engine.config), engine.config):
+            pieces[-1].append(name)
+        else:
+            pieces.append([name])
+    return pieces
+
+
+def chain_options(engine: Engine, stages: list[str], videos: int) -> dict[str, Any]:
+    """Tags of every stage in the chain (`stage:<name>`, kinds, `gpu`); no Prefect retries (units retry by kind in
+    the task); the timeout is what its units would have had one by one."""
+    tags, timeout = [], 0.0
+    for name in stages:
+        stage = engine.dag[name]
+        options = task_options(name, stage.kind, stage.sections_for(engine.config), engine.config)
+        tags += [tag for tag in options["tags"] if tag not in tags]
+        timeout += options["timeout_seconds"] * videos
+    return {"tags": tags, "timeout_seconds": timeout, "retries": 0}
+
+
+def run_videos(engine: Engine, stages: list[str], video_ids: list[str], force: bool) -> list[StageReport]:
+    """Per-video stages over batches of videos, without a barrier between stages: a batch goes on to its next chain
+    (CPU to GPU) as soon as it finishes the last."""
+    run = engine.config.run
+    size = max(1, math.ceil(len(video_ids) / (run.workers * TASKS_PER_WORKER)))
+    batches = [video_ids[start : start + size] for start in range(0, len(video_ids), size)]
+    threads = max(1, run.workers // max(1, min(run.workers, len(batches))))  # one video alone uses every worker
+    pieces = chains(engine, stages)
+
+    def submit(piece: int, batch: list[str]) -> PrefectFuture:
+        options = chain_options(engine, pieces[piece], len(batch))
+        configured = videos_task.with_options(task_run_name=batch_name(pieces[piece], batch), **options)
+        with stage_resources("gpu" in options["tags"], run):
+            return configured.submit(pieces[piece], batch, engine, force, threads)
+
+    done: dict[ResultRef, tuple[UnitResult, float, float]] = {}
+    pending = {submit(0, batch): (0, batch) for batch in batches}
+    total = len(video_ids) * len(stages)
+    with tqdm(total=total, desc=f"{stages[0]}..{stages[-1]}", unit="unit", disable=not run.progress) as bar:
+        while pending:
+            for future in as_completed(list(pending)):
+                piece, batch = pending.pop(future)
+                outcome = future.result(raise_on_failure=False)
+                for ref in ((stage, video) for stage in pieces[piece] for video in batch):
+                    if isinstance(outcome, dict) and ref in outcome:
+                        done[ref] = outcome[ref]
+                    else:  # the task timed out or crashed: each of its units is recorded as failed
+                        done[ref] = (_lost(engine, *ref, ref[1], outcome), time.time(), time.time())
+                bar.update(len(batch) * len(pieces[piece]))
+                if piece + 1 < len(pieces):
+                    pending[submit(piece + 1, batch)] = (piece + 1, batch)
+    return reports_of(stages, done)
+
+
 def run_stages(
     engine: Engine, stages: Sequence[str], force: bool, video_ids: Sequence[str] | None = None
 ) -> list[StageReport]:
-    """Run the named stages in DAG order, every planned unit a Prefect task run (per-video stages only over
-    `video_ids` when given); called inside a flow."""
+    """Run the named stages in DAG order, inside a flow. Consecutive per-video stages run as batches of videos
+    (only `video_ids` when given), each video through them without waiting for the others; any other stage reads
+    the whole set, so it waits for everything before it and each of its units is a task run of its own."""
     config = engine.config
     reports = []
-    for stage in engine.dag.stages:
-        if stage.name not in stages:
+    for group in stage_groups(engine, stages):
+        if engine.dag[group[0]].unit_kind == "video":
+            ids = [video.video_id for video in engine.videos if video_ids is None or video.video_id in video_ids]
+            reports += run_videos(engine, group, ids, force) if ids else reports_of(group, {})
             continue
-        options = task_options(stage.name, stage.kind, stage.config_sections, config)
+        (name,) = group
+        stage = engine.dag[name]
+        options = task_options(stage.name, stage.kind, stage.sections_for(config), config)
         stage_task = unit_task.with_options(**options)
         with stage_resources("gpu" in options["tags"], config.run):
             submitted = [
-                Submitted(
-                    stage_task.submit(stage.name, unit.unit_id, engine, force), stage.name, unit.unit_id, unit.source
-                )  # fmt: skip
-                for unit in engine.units(stage.name).values()
-                if video_ids is None or stage.unit_kind != "video" or unit.unit_id in video_ids
+                Submitted(stage_task.submit(name, unit.unit_id, engine, force), name, unit.unit_id, unit.source)
+                for unit in engine.units(name).values()
             ]
-        reports.append(gather(stage.name, submitted, engine, config.run.progress))
+        reports.append(gather(name, submitted, engine, config.run.progress))
     return reports
 
 
