@@ -16,7 +16,7 @@ from configs import ConfigError, PipelineConfig, load_config  # noqa: E402
 from pipeline.dag import DAG, PROCESS_STAGES  # noqa: E402
 from pipeline.inputs import InputError  # noqa: E402
 from storage.lock import OutputLocked, writer_lock  # noqa: E402
-from storage.outdir import OutDir  # noqa: E402
+from storage.outdir import OutDir, OutputUnwritable  # noqa: E402
 
 WRITING_COMMANDS = {"run", "stage"}  # they write OUT: one at a time per folder (storage/lock.py)
 EXIT_NOTHING_PRODUCED = 1
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             with writer_lock(OutDir(args.out), f"textbook {args.command}"):
                 return args.handler(args)
         return args.handler(args)
-    except (ConfigError, InputError, FileNotFoundError, OutputLocked) as error:
+    except (ConfigError, InputError, FileNotFoundError, OutputLocked, OutputUnwritable) as error:
         return _fail(str(error))
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from storage.outdir import OutDir
+from storage.outdir import OutDir, unwritable
 
 LOCK_FILE = ".lock"
 
@@ -49,14 +49,19 @@ def writer_lock(out: OutDir, command: str) -> Iterator[None]:
         yield
         return
     path = Path(out.root) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise unwritable(error, str(path)) from None
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
     for _ in range(2):
         try:
             with open(path, "x") as handle:  # exclusive create: one of two racing processes wins
                 json.dump(me, handle)
             break
-        except FileExistsError:
+        except OSError as error:
+            if not isinstance(error, FileExistsError):
+                raise unwritable(error, str(path)) from None
             holder = _holder(path)
             if holder is None and time.time() - path.stat().st_mtime < 5:  # another process is writing it now
                 raise OutputLocked(f"{out.url} is being locked by another process ({path})") from None

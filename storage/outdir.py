@@ -7,6 +7,8 @@ files, which the next run overwrites; a failed write (a full disk) removes its `
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -19,6 +21,24 @@ from fsspec.implementations.local import LocalFileSystem
 
 PARTIAL_SUFFIX = ".partial"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@#-]*$")
+
+
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class OutputUnwritable(OSError):
+    """OUT refuses writes (a full disk, a read-only mount, no permission): no unit can finish, so the run stops with
+    this one line; nothing half-written is left under a final name, and a rerun once it is writable resumes."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def unwritable(error: OSError, path: str) -> OSError:
+    """`error` as `OutputUnwritable` when the disk refused the write to `path`, else `error` itself."""
+    if error.errno in UNWRITABLE:
+        return OutputUnwritable(error.errno, f"cannot write {path}: {os.strerror(error.errno)}")
+    return error
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -65,10 +85,11 @@ class OutDir:
 
     @contextmanager
     def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
-        """Yield a binary file that appears under `path` only once fully written."""
+        """Yield a binary file that appears under `path` only once fully written. A write the disk refuses (full,
+        read-only, not permitted) raises `OutputUnwritable`, which stops the run instead of failing one unit."""
         partial = path + PARTIAL_SUFFIX
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         try:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             with self.fs.open(partial, "wb") as handle:
                 yield handle
                 handle.flush()
@@ -77,9 +98,12 @@ class OutDir:
             self.fs.mv(partial, path)
             if self.is_local:
                 fsync_dir(path.rsplit("/", 1)[0])
-        except BaseException:
-            if self.fs.exists(partial):
-                self.fs.rm(partial)
+        except BaseException as error:
+            with contextlib.suppress(OSError):  # on a read-only disk there is nothing to remove, nor a way to
+                if self.fs.exists(partial):
+                    self.fs.rm(partial)
+            if isinstance(error, OSError):
+                raise unwritable(error, path) from None
             raise
 
     def write_bytes(self, path: str, data: bytes) -> None:

@@ -23,7 +23,7 @@ import pyarrow as pa
 from configs.secrets import redact
 from pipeline.engine.stage import Dag, ResultRef, Stage, Unit, UnitWork
 from pipeline.records import StageOutput, VideoInput, is_transient, reason_code, type_code
-from storage.outdir import OutDir
+from storage.outdir import OutDir, OutputUnwritable
 from storage.tables import Stamp, content_digest, digest, read_stamp, read_table, rows_to_table, write_table
 
 Status = Literal["done", "skipped", "failed", "blocked", "dropped"]
@@ -200,6 +200,8 @@ class Engine:
             write_table(
                 self.out, self.result_path(ref), table, Stamp(stage.name, key, fingerprint, inputs, output.stats)
             )
+        except OutputUnwritable:  # a full or read-only OUT: no unit can finish, so the run stops with the cause
+            raise
         except Exception as error:  # every failure becomes a record; the run goes on
             result.status, result.error_type, result.transient = "failed", type(error).__name__, is_transient(error)
             result.message, result.seconds = error_message(error), time.perf_counter() - started
