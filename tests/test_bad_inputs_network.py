@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from configs import parse_config
-from pipeline.download import DownloadFailed, download
+from pipeline.download import DownloadFailed, _options, download
 from tests.conftest import PART2
 
 VIDEO = PART2.read_bytes()
@@ -27,12 +27,14 @@ SETTINGS = {"attempts": 2, "backoff_seconds": 0.05, "socket_timeout_seconds": 1.
 class Hostile:
     """`/status/<code>`, `/retry-after` (a 429 asking for 1 s, then the file), `/reset` (half the file, then a TCP
     reset; whole on the next try), `/stall` (a few bytes, then silence), `/loop` (redirects to itself), `/big` (64 MB
-    announced), `/unannounced` (64 MB, no length). Counts requests, the times they came, and bytes sent per path."""
+    announced), `/unannounced` (64 MB, no length), `/script.mp4` (a shell script). Counts requests, the times they
+    came, and bytes sent per path."""
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
         self.times: dict[str, list[float]] = {}
         self.sent: Counter[str] = Counter()
+        self.script = b""
         hostile = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,6 +76,9 @@ class Hostile:
                     self.send_header("Location", "/loop")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                elif path == "/script.mp4":
+                    self.head(len(hostile.script))
+                    self.wfile.write(hostile.script)
                 elif path in ("/big", "/unannounced"):
                     self.head(BIG if path == "/big" else None)
                     chunk = b"\0" * 65536
@@ -108,12 +113,16 @@ class Hostile:
 
 
 @pytest.fixture()
-def hostile() -> Iterator[Hostile]:
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     with Hostile() as server:
+        _fetch(server, "/status/404", tmp_path_factory.mktemp("warm"))  # yt-dlp loaded once, as in a run's process
+        server.hits.clear()
+        server.times.clear()
         yield server
 
 
 def _fetch(hostile: Hostile, path: str, folder: Path, **changes) -> tuple[dict | DownloadFailed, float]:
+    """The download of `path`, and the seconds it took (the config read before the clock starts)."""
     cfg = parse_config({"download": {**SETTINGS, **changes}}).download
     started, name = time.monotonic(), path.strip("/").replace("/", "_")
     try:
@@ -164,3 +173,14 @@ def test_a_response_over_the_size_bound_is_stopped_before_it_is_all_sent(hostile
     assert hostile.sent[path] < BIG // 4  # the client hung up long before the end
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(path.strip("/") + ".")
                 and not p.name.endswith(".info.json")]  # fmt: skip
+
+
+def test_yt_dlp_never_executes_what_it_downloads(hostile, tmp_path):
+    marker = tmp_path / "executed"
+    hostile.script = f"#!/bin/sh\ntouch {marker}\n".encode()
+    cfg = parse_config({"download": SETTINGS}).download
+    options = _options(cfg, tmp_path, "script", tmp_path / "archive.txt")
+    assert not {"exec", "exec_cmd", "postprocessors", "external_downloader", "plugin_dirs"} & set(options)
+    result, _ = _fetch(hostile, "/script.mp4", tmp_path)
+    fetched = Path(result["filepath"])
+    assert fetched.read_bytes() == hostile.script and not fetched.stat().st_mode & 0o111 and not marker.exists()
