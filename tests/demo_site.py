@@ -12,13 +12,32 @@ import threading
 import time
 from collections import Counter
 from html import escape
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 SLOW_BYTES_PER_SECOND = 40_000
 
 
-class MediaServer:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 (never another address) answering in a thread while the `with` block runs."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class MediaServer(LoopbackServer):
     """Serves the videos of `folder`, pages registered with `page()`, `/search/<query>.html` (a results page
     listing every video), `/busy.mp4` (always 429) and `/slow/<name>` (the file, throttled, so a download can be
     killed mid-file). Setting `throttled` sends every file that slowly. It is also an HTTP proxy for itself: a request
@@ -91,9 +110,7 @@ class MediaServer:
                     time.sleep(0.1)
 
         self.pages: dict[str, str] = {}
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler, port)
 
     def page(self, path: str, title: str, videos: list[str]) -> str:
         self.pages[path] = _html(title, videos)
@@ -102,14 +119,6 @@ class MediaServer:
     def results_page(self, query: str) -> str:
         words = " ".join(query.replace("-", " ").split())
         return _html(f"Lectures on {words}", sorted(p.name for p in self.folder.iterdir() if p.suffix == ".mp4"))
-
-    def __enter__(self) -> MediaServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _html(title: str, videos: list[str]) -> str:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -21,6 +20,7 @@ from pipeline.engine.local import run_stages
 from pipeline.filter_asr import UNSCORED
 from pipeline.refine import ACCEPTED, EMPTY_ANSWER
 from storage.outdir import OutDir
+from tests.demo_site import LoopbackServer
 
 LLM_STAGES = ["filter_asr", "clips", "refine"]
 ANSWERS = {
@@ -31,7 +31,7 @@ ANSWERS = {
 }
 
 
-class Endpoint:
+class Endpoint(LoopbackServer):
     """`POST /v1/chat/completions` answering `ANSWERS[mode]`, or, for `close`, hanging up without a response and,
     for `not_json`, a 200 whose body is not JSON."""
 
@@ -61,16 +61,8 @@ class Endpoint:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> Endpoint:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
+        self.url += "/v1"
 
 
 @pytest.fixture(scope="module")

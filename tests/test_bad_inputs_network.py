@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,14 @@ import pytest
 from configs import parse_config
 from pipeline.download import DownloadFailed, _options, download
 from tests.conftest import PART2
+from tests.demo_site import LoopbackServer
 
 VIDEO = PART2.read_bytes()
 BIG = 64 << 20  # what /big and /unannounced would send, against a bound of 1 MB
 SETTINGS = {"attempts": 2, "backoff_seconds": 0.05, "socket_timeout_seconds": 1.0, "max_filesize_mb": 1.0}
 
 
-class Hostile:
+class Hostile(LoopbackServer):
     """`/status/<code>`, `/retry-after` (a 429 asking for 1 s, then the file), `/reset` (half the file, then a TCP
     reset; whole on the next try), `/stall` (a few bytes, then silence), `/loop` (redirects to itself), `/big` (64 MB
     announced), `/unannounced` (64 MB, no length), `/script.mp4` (a shell script). Counts requests, the times they
@@ -99,17 +99,7 @@ class Hostile:
                     self.send_header("Content-Length", str(length))
                 self.end_headers()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self) -> Hostile:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture()
