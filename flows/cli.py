@@ -123,7 +123,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from configs.instruct import load_instruct_config
 
         instruct_config = load_instruct_config(args.instruct_config)
-    serve_deployments(args.out, load_config(args.config), args.input, eval_config, args.eval_model, train_job,
+    config = load_config(args.config)
+    if not config.input.allowed_roots:  # a flow run's parameters may name any path the worker can read
+        print("warning: input.allowed_roots is empty: the deployments read any input path a flow run names",
+              file=sys.stderr)  # fmt: skip
+    serve_deployments(args.out, config, args.input, eval_config, args.eval_model, train_job,
                       instruct_config)  # fmt: skip
     return 0
 

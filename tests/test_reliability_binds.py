@@ -89,3 +89,16 @@ def test_the_demo_site_and_the_exposure_rule():
         True
     ] * 4
     assert all(exposure_warning("x", host) for host in ("0.0.0.0", "::", "192.0.2.2", "gpu-node-1"))
+
+
+def test_serving_deployments_without_allowed_roots_says_what_they_may_read(tmp_path: Path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    command = [sys.executable, "-m", "flows.cli", "serve", "--out", str(tmp_path / "out")]
+    served = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
+    try:
+        line = served.stderr.readline().decode()
+    finally:
+        os.killpg(served.pid, signal.SIGKILL)
+        served.wait()
+    assert line.startswith("warning: input.allowed_roots is empty")
