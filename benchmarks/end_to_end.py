@@ -97,9 +97,11 @@ def main() -> None:
     print(f"video: {video.name}, {duration:.0f} s; out: {folder}")
     for name, seconds in loading.items():
         print(f"model loading, {name}: {seconds:.2f} s (not counted below)")
+    print("stage: seconds (stages of one video overlap where neither reads the other), seconds of video per second")
     for report in reports:
-        rate = duration / report.wall_seconds if report.wall_seconds else float("inf")
-        print(f"{report.stage:>12}: {report.wall_seconds:7.2f} s, {rate:8.1f} s of video per s  {report.counts}")
+        rate = f"{duration / report.wall_seconds:8.1f}" if report.wall_seconds > 0.05 else "    fast"
+        print(f"{report.stage:>12}: {report.wall_seconds:7.2f} s, {rate} s/s  {report.counts}")
+    print(f"sum of stage seconds {sum(r.wall_seconds for r in reports):.1f} s in {wall:.1f} s of wall time")
     ocr = next(report for report in reports if report.stage == "ocr")
     stats = engine.stamp(("ocr", unit.video_id)).stats["counters"]
     every = read_every_keyframe(engine, unit.video_id)

@@ -26,6 +26,7 @@ SHARD_DIR = "shards"
 SUPERSEDED_DIR = "shards-superseded"
 INDEX_FILE = "index.json"
 HF_METADATA = {"huggingface": {"info": {"features": SHARD_FEATURES}}}
+JPEG_COLUMNS = ("images.list.element.bytes",)  # stored as they are: JPEG does not compress
 
 
 def shard_name(content: str) -> str:
@@ -90,6 +91,11 @@ def group_topics(topics: list[Topic], previous: list[dict[str, Any]], target_byt
     return sorted(kept + fresh, key=lambda group: order[group[0].topic_id])
 
 
+def write_shard(out: OutDir, path: str, table: pa.Table) -> None:
+    """One shard file, atomically, with the `datasets` features in its schema metadata."""
+    write_table(out, path, table, extra=HF_METADATA, uncompressed=JPEG_COLUMNS)
+
+
 def read_index(out: OutDir, folder: str = SHARD_DIR) -> dict[str, Any] | None:
     path = out.path(folder, INDEX_FILE)
     return json.loads(out.read_bytes(path)) if out.exists(path) else None
@@ -110,7 +116,7 @@ def publish_shards(out: OutDir, topics: list[Topic], target_bytes: int, keep_sup
         table = pa.Table.from_pylist(rows, schema=SHARD)
         content = content_digest(table)
         name = shard_name(content)
-        write_table(out, out.path(SHARD_DIR, name), table, extra=HF_METADATA)
+        write_shard(out, out.path(SHARD_DIR, name), table)
         entries.append({"file": name, "samples": len(rows), "bytes_estimate": sum(map(row_bytes, rows)),
                         "digest": content, "topics": topic_keys})  # fmt: skip
     set_id = digest([[entry["digest"], entry["topics"]] for entry in entries])

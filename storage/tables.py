@@ -51,10 +51,29 @@ class Stamp:
         return cls(**json.loads(raw))
 
 
+def column_paths(schema: pa.Schema) -> list[str]:
+    """The Parquet path of every leaf column (`images.list.element.bytes`), as per-column options name them."""
+
+    def leaves(name: str, kind: pa.DataType) -> list[str]:
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            return leaves(f"{name}.list.element", kind.value_type)
+        if pa.types.is_struct(kind):
+            return [path for child in kind for path in leaves(f"{name}.{child.name}", child.type)]
+        return [name]
+
+    return [path for field in schema for path in leaves(field.name, field.type)]
+
+
 def write_table(
-    out: OutDir, path: str, table: pa.Table, stamp: Stamp | None = None, extra: dict | None = None
+    out: OutDir,
+    path: str,
+    table: pa.Table,
+    stamp: Stamp | None = None,
+    extra: dict | None = None,
+    uncompressed: tuple[str, ...] = (),
 ) -> None:
-    """Write `table` to `path` atomically, with its stamp and any extra schema metadata."""
+    """Write `table` to `path` atomically, with its stamp and any extra schema metadata; zstd, except the columns
+    named in `uncompressed` (JPEG bytes, which no codec shrinks: trying costs a third of a shard's write time)."""
     metadata = dict(table.schema.metadata or {})
     if stamp is not None:
         metadata[STAMP_KEY] = stamp.to_json()
@@ -62,7 +81,8 @@ def write_table(
         metadata[key.encode()] = value if isinstance(value, bytes) else json.dumps(value).encode()
     table = table.replace_schema_metadata(metadata)
     with out.open_atomic(path) as handle:
-        pq.write_table(table, handle, compression="zstd")
+        codecs = {column: "none" if column in uncompressed else "zstd" for column in column_paths(table.schema)}
+        pq.write_table(table, handle, compression=codecs if uncompressed else "zstd")
 
 
 def read_table(out: OutDir, path: str) -> pa.Table:
