@@ -127,6 +127,7 @@ class DedupConfig(Section):
 class DecontaminateConfig(Section):
     eval_config: str | None = Field(description="the eval config naming the benchmarks' sets; null = eval.yaml")
     sets: list[str] = Field(description="its datasets entries to check against (the benchmarks' query sets)")
+    use_hub: bool = Field(description="read a set without a local path from the hub; false: it is not checked")
     missing: Literal["record", "fail"] = Field(
         description="a set that cannot be read: record it as not checked (in the report), or fail the stage"
     )

@@ -55,8 +55,11 @@ def benchmark_examples(cfg: DecontaminateConfig) -> tuple[dict[str, list[Example
     for name in cfg.sets:
         if name not in eval_config.datasets:
             raise ValueError(f"decontaminate.sets: {name!r} is no datasets entry of the eval config")
+        dataset = eval_config.datasets[name]
         try:
-            sets[name] = load_examples(name, eval_config.datasets[name], eval_config.mathverse_versions)
+            if dataset.path is None and not cfg.use_hub:
+                raise DatasetUnavailable(f"no local path: set datasets.{name}.path in the eval config (or use_hub)")
+            sets[name] = load_examples(name, dataset, eval_config.mathverse_versions)
         except DatasetUnavailable as error:
             if cfg.missing == "fail":
                 raise

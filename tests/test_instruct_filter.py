@@ -12,6 +12,8 @@ import pytest
 
 from configs.instruct import InstructConfig
 from configs.schema import OpenAiLlmConfig
+from eval.sources import DatasetUnavailable
+from instruct.decontaminate import benchmark_examples
 from instruct.filter import filter_candidates
 from instruct.rewrite import REWRITTEN, focus_parts, rewrite_items
 from instruct.text import as_turns
@@ -150,3 +152,14 @@ def test_each_turn_asks_about_its_own_part_of_the_text() -> None:
         "Too large a rate diverges.",
     ]
     assert focus_parts(item(transcript="One short sentence here."), 3) == ["One short sentence here."] * 3
+
+
+def test_a_benchmark_set_that_cannot_be_read_is_reported_not_checked(instruct_config: InstructConfig) -> None:
+    """The eval config's hub sets have no local path: nothing is fetched, each is listed with what to set; with
+    `missing: fail` the first one stops the stage."""
+    defaults = instruct_config.decontaminate.model_copy(update={"eval_config": None})
+    sets, unchecked, _ = benchmark_examples(defaults)
+    assert sets == {} and set(unchecked) == set(defaults.sets)
+    assert all("set datasets." in reason for reason in unchecked.values())
+    with pytest.raises(DatasetUnavailable, match=defaults.sets[0]):
+        benchmark_examples(defaults.model_copy(update={"missing": "fail"}))
