@@ -43,6 +43,8 @@ from storage.outdir import OutDir
 from tests.conftest import LECTURE, ffmpeg, shard_files
 from tests.demo_site import MediaServer
 
+pytestmark = pytest.mark.slow
+
 SEED = 18
 RANDOM_TRIALS = 5  # the first killed three times at seeded moments before its resume, the others once
 SPANS = {"intro": (0.0, 5.0), "question": (9.0, 13.5), "fit": (25.6, 30.0)}  # one slide of the lecture each
