@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -89,9 +90,9 @@ def main() -> None:
     loading = load_models(config)
     inputs = resolve_inputs(video, config.input)
     engine = Engine(OutDir(folder / "out"), config, DAG, inputs.videos)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     reports = run_stages(engine, PROCESS_STAGES)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     (unit,) = inputs.videos
     duration = engine.duration(unit.video_id)
     print(f"video: {video.name}, {duration:.0f} s; out: {folder}")
@@ -108,6 +109,11 @@ def main() -> None:
     print(
         f"ocr read {stats['read']} distinct pictures of {stats['keyframes']} keyframes; reading every keyframe "
         f"takes {every:.1f} s (whole DAG then {wall - ocr.wall_seconds + every:.1f} s, if nothing else overlapped)"
+    )
+    cores = os.cpu_count() or 1
+    print(
+        f"CPU time of the whole DAG, every thread: {cpu:.0f} s; on {cores} cores of its own the wall time could be no "
+        f"less than {cpu / cores:.0f} s: at best {duration * cores / cpu:.1f}x real time whatever the scheduling"
     )
     print(f"whole DAG: {wall:.1f} s for {duration:.0f} s of video (target >= {TARGET:.0f}x)")
     print(f"end to end: {duration / wall:.1f}x real time")

@@ -146,11 +146,14 @@ def videos_task(stages: list[str], video_ids: list[str], engine: Engine, force: 
     return batch_state(done)
 
 
+def chain_name(stages: list[str]) -> str:
+    return stages[0] if len(stages) == 1 else f"{stages[0]}..{stages[-1]}"
+
+
 def batch_name(stages: list[str], video_ids: list[str]) -> str:
     """`<stage>-<video>` for one stage of one video (as before batching); a chain is `<first>..<last>`, a batch
     `<first video>+<more>`."""
-    name = stages[0] if len(stages) == 1 else f"{stages[0]}..{stages[-1]}"
-    return f"{name}-{video_ids[0]}" + (f"+{len(video_ids) - 1}" if len(video_ids) > 1 else "")
+    return f"{chain_name(stages)}-{video_ids[0]}" + (f"+{len(video_ids) - 1}" if len(video_ids) > 1 else "")
 
 
 def chains(engine: Engine, stages: list[str]) -> list[list[str]]:
@@ -196,7 +199,7 @@ def run_videos(engine: Engine, stages: list[str], video_ids: list[str], force: b
     done: dict[ResultRef, tuple[UnitResult, float, float]] = {}
     pending = {submit(0, batch): (0, batch) for batch in batches}
     total = len(video_ids) * len(stages)
-    with tqdm(total=total, desc=f"{stages[0]}..{stages[-1]}", unit="unit", disable=not run.progress) as bar:
+    with tqdm(total=total, desc=chain_name(stages), unit="unit", disable=not run.progress) as bar:
         while pending:
             for future in as_completed(list(pending)):
                 piece, batch = pending.pop(future)
