@@ -9,7 +9,7 @@ Then the recovery of lost speech (`asr.recovery`: stretches the VAD hears that n
 again) is timed on and off with faster-whisper on real-slides, whose 3-second pause makes a window lose 26 s of
 narration, with the word error rate of each against the narration.
 
-    .venv/bin/python benchmarks/asr.py [VIDEO] [--repeat N] [--threads N] [--config CONFIG]
+    .venv/bin/python benchmarks/asr.py [VIDEO] [--repeat N] [--threads N] [--config CONFIG] [--recovery-only]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ BACKENDS = ("faster-whisper", "openai-whisper")
 WARM_UP_SECONDS = 5
 
 
-def recovery_cost(cfg: AsrConfig, repeat: int) -> None:
+def recovery_cost(cfg: AsrConfig, repeat: int, label: str) -> None:
     """faster-whisper on real-slides with recovery on and off, best of `repeat` each, in turn."""
     truth_file = REAL_SLIDES / "truth.json"
     if not truth_file.is_file():
@@ -53,10 +53,16 @@ def recovery_cost(cfg: AsrConfig, repeat: int) -> None:
             outcome[name] = (word_error_rate(truth["narration"], text), recovered)
     best = {name: min(values) for name, values in timings.items()}
     print(
-        f"recovery on real-slides ({truth['duration']:.0f} s): on {best['on']:.2f} s, WER {outcome['on'][0]:.3f}, "
-        f"{outcome['on'][1]:.1f} s of speech decoded again; off {best['off']:.2f} s, WER {outcome['off'][0]:.3f}"
+        f"recovery on real-slides ({truth['duration']:.0f} s, {label}): on {best['on']:.2f} s, "
+        f"WER {outcome['on'][0]:.3f}, {outcome['on'][1]:.1f} s of speech decoded again; off {best['off']:.2f} s, WER {outcome['off'][0]:.3f}"
     )
     print(f"recovery costs {best['on'] / best['off']:.2f}x the ASR time without it (best of {repeat})")
+
+
+def recovery_costs(cfg: AsrConfig, repeat: int) -> None:
+    recovery_cost(cfg, repeat, "the config's decoding")
+    # Greedy whole 30 s windows: the decoding under which a window loses the speech after the 3-second pause.
+    recovery_cost(cfg.model_copy(update={"beam_size": 1, "vad_filter": False}), repeat, "greedy whole windows")
 
 
 def main() -> None:
@@ -65,10 +71,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="model threads for both; default: the config's")
     parser.add_argument("--config", default=None, help="a config whose asr section both back-ends share")
+    parser.add_argument("--recovery-only", action="store_true", help="only the recovery's cost")
     args = parser.parse_args()
     base = load_config(args.config).asr
     if args.threads is not None:
         base = base.model_copy(update={"cpu_threads": args.threads})
+    if args.recovery_only:
+        recovery_costs(base, args.repeat)
+        return
     audio = [chunk.samples for chunk in audio_chunks(args.video, base.chunk_seconds)]
     seconds = sum(len(samples) for samples in audio) / SAMPLE_RATE
     configs = {backend: base.model_copy(update={"backend": backend}) for backend in BACKENDS}
@@ -89,7 +99,7 @@ def main() -> None:
             f"{backend}: {best[backend]:.2f} s, {words[backend]} words, real-time factor {best[backend] / seconds:.3f}"
         )
     ratio = best["openai-whisper"] / best["faster-whisper"]
-    recovery_cost(base, args.repeat)
+    recovery_costs(base, args.repeat)
     print(f"faster-whisper is {ratio:.2f}x faster than openai-whisper (best of {args.repeat})")
 
 
