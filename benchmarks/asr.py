@@ -54,7 +54,8 @@ def recovery_cost(cfg: AsrConfig, repeat: int, label: str) -> None:
     best = {name: min(values) for name, values in timings.items()}
     print(
         f"recovery on real-slides ({truth['duration']:.0f} s, {label}): on {best['on']:.2f} s, "
-        f"WER {outcome['on'][0]:.3f}, {outcome['on'][1]:.1f} s of speech decoded again; off {best['off']:.2f} s, WER {outcome['off'][0]:.3f}"
+        f"WER {outcome['on'][0]:.3f}, {outcome['on'][1]:.1f} s of speech decoded again; "
+        f"off {best['off']:.2f} s, WER {outcome['off'][0]:.3f}"
     )
     print(f"recovery costs {best['on'] / best['off']:.2f}x the ASR time without it (best of {repeat})")
 
