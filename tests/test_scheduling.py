@@ -1,0 +1,50 @@
+"""The engine's scheduler: a video goes through its per-video stages without waiting for the slowest video of a
+stage, and a stage that reads the whole set waits for every earlier one."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from configs import load_config
+from pipeline.engine.engine import Engine
+from pipeline.engine.local import run_stages
+from pipeline.engine.plans import per_video
+from pipeline.engine.stage import Dag, Stage, Unit, UnitWork
+from pipeline.records import StageOutput, VideoInput
+from storage.outdir import OutDir
+
+SCHEMA = pa.schema([("unit", pa.string()), ("ended", pa.float64())])
+
+
+def _stage(name: str, inputs: tuple[str, ...], slow: str | None = None) -> Stage:
+    def run(work: UnitWork) -> StageOutput:
+        if work.unit.unit_id == slow:
+            time.sleep(1.0)
+        return StageOutput(rows=[{"unit": work.unit.unit_id, "ended": time.time()}])
+
+    return Stage(name, "video", "1", inputs, (), SCHEMA, run, per_video())
+
+
+def _corpus(engine: Engine, stage: Stage):
+    yield Unit("all", tuple(("second", video.video_id) for video in engine.videos))
+
+
+def _collect(work: UnitWork) -> StageOutput:
+    return StageOutput(rows=[{"unit": "all", "ended": time.time()}])
+
+
+def test_a_fast_video_is_not_held_back_by_a_slow_one(tmp_path: Path):
+    dag = Dag((_stage("first", (), slow="slow"), _stage("second", ("first",)),
+               Stage("corpus", "corpus", "1", ("second",), (), SCHEMA, _collect, _corpus)))  # fmt: skip
+    videos = [VideoInput(name, f"synthetic://{name}", "t", n) for n, name in enumerate(["slow", "fast", "third"])]
+    engine = Engine(OutDir(tmp_path / "out"), load_config(None), dag, videos)
+    reports = {report.stage: report for report in run_stages(engine, dag.names, workers=2)}
+    assert all(report.counts["done"] == len(engine.units(name)) for name, report in reports.items())
+    ended = {(stage, video.video_id): engine.table((stage, video.video_id))["ended"][0].as_py()
+             for stage in ("first", "second") for video in videos}  # fmt: skip
+    slow_first = ended[("first", "slow")]
+    assert ended[("second", "fast")] < slow_first and ended[("second", "third")] < slow_first
+    assert engine.table(("corpus", "all"))["ended"][0].as_py() > max(ended.values())
