@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
+from keyframes import timed
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -83,18 +84,12 @@ def timed_flow(shape: str, out: str, count: int, stages: int) -> float:
         "one task per (stage, video)": lambda: one_task_per_unit(engine, names),
         "batched videos (flows.process)": lambda: run_stages(engine, names, force=False),
     }
-    return timed(runs[shape])
+    return timed(runs[shape])[0]
 
 
 def bench_config() -> PipelineConfig:
     config = load_config(None)
     return config.model_copy(update={"run": config.run.model_copy(update={"progress": False, "workers": 2})})
-
-
-def timed(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
 
 
 def measure(run: Callable[[], float], units: int) -> tuple[float, float]:
@@ -122,7 +117,7 @@ def main() -> None:
         run = partial(timed_flow, shape, str(folder / shape.split()[0]), count, args.stages)
         figures[shape] = (count, *measure(run, count * args.stages))
     engine = Engine(OutDir(folder / "local"), config, bench_dag(args.stages), videos(args.videos))
-    alone = measure(lambda: timed(lambda: local.run_stages(engine, engine.dag.names)), args.videos * args.stages)
+    alone = measure(lambda: timed(lambda: local.run_stages(engine, engine.dag.names))[0], args.videos * args.stages)
     figures["engine alone (local.run_stages)"] = (args.videos, *alone)
     print(f"{args.stages} per-video stages burning {BURN_SECONDS * 1000:.0f} ms of CPU per video, 2 workers")
     for shape, (count, wall, per_unit) in figures.items():

@@ -17,12 +17,11 @@ import os
 import random
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from keyframes import timed
 
 from storage.outdir import OutDir
 from storage.schemas import SHARD
@@ -49,12 +48,6 @@ def shard_table(samples: int) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SHARD)
 
 
-def timed(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=500)
@@ -68,10 +61,10 @@ def main() -> None:
     shard_set = ShardSet(out, "bench", ({"file": "shard-bench.parquet"},))
     times: dict[str, list[float]] = {"ours write": [], "plain write": [], "ours read": [], "plain read": []}
     for _ in range(args.rounds):
-        times["ours write"].append(timed(lambda: write_shard(out, ours_path, table)))
-        times["plain write"].append(timed(lambda: pq.write_table(table, plain_path)))
-        times["ours read"].append(timed(lambda: shard_set.read(shard_set.shards[0])))
-        times["plain read"].append(timed(lambda: pq.read_table(plain_path)))
+        times["ours write"].append(timed(lambda: write_shard(out, ours_path, table))[0])
+        times["plain write"].append(timed(lambda: pq.write_table(table, plain_path))[0])
+        times["ours read"].append(timed(lambda: shard_set.read(shard_set.shards[0]))[0])
+        times["plain read"].append(timed(lambda: pq.read_table(plain_path))[0])
     rates = {name: megabytes / statistics.median(values) for name, values in times.items()}
     sizes = os.path.getsize(ours_path) / 1e6, os.path.getsize(plain_path) / 1e6
     print(f"table: {args.samples} samples, {megabytes:.0f} MB in memory; files: ours {sizes[0]:.0f} MB (zstd, images "
