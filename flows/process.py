@@ -110,12 +110,11 @@ def retrying(engine: Engine, force: bool) -> RunUnit:
 
     def run(stage: str, unit_id: str) -> UnitResult:
         policy = getattr(engine.config.run.tasks, engine.dag[stage].kind)
-        for attempt in range(policy.retries + 1):
-            result = engine.run_unit(stage, unit_id, force=force)
-            if result.status != "failed" or not result.transient or attempt == policy.retries:
-                return result
+        result, attempt = engine.run_unit(stage, unit_id, force=force), 0
+        while result.status == "failed" and result.transient and attempt < policy.retries:
             time.sleep(policy.retry_delay_seconds * 2**attempt)
-        raise AssertionError("unreachable")
+            result, attempt = engine.run_unit(stage, unit_id, force=force), attempt + 1
+        return result
 
     return run
 
