@@ -6,8 +6,8 @@ more than many stages' work. Three ways are timed side by side, each on a fresh 
 shape (a Prefect task run per (stage, video), a barrier after every stage), the flows' batched shape (videos in
 batches through their per-video stages, `flows.process.run_stages`), and the engine alone without Prefect
 (`pipeline.engine.local.run_stages`). Orchestration is the wall time minus the CPU the stages burned, over the
-units: Prefect's API calls, the engine's planning, fingerprints and atomic Parquet writes. The burn holds the GIL,
-so it runs one unit at a time whatever the threads, and the wall time cannot hide it.
+units: Prefect's API calls, the engine's planning, fingerprints and atomic Parquet writes. Units run one at a time
+(one worker), so the wall time cannot hide the burn.
 
     .venv/bin/python benchmarks/orchestration.py [--videos 1000] [--baseline-videos 200] [--stages 5]
 """
@@ -37,6 +37,9 @@ from pipeline.records import StageOutput, VideoInput
 from storage.outdir import OutDir
 
 BURN_SECONDS = 0.020
+# One worker: the burn holds the GIL, and beside it another thread's every return from I/O (an fsync, a write)
+# waits for Python's switch interval (5 ms), which would count as orchestration; real stages release the GIL.
+WORKERS = 1
 TARGET_MS = 2.0
 SCHEMA = pa.schema([("video_id", pa.string()), ("stage", pa.string())])
 burned: list[float] = []  # CPU seconds each unit burned (list.append is atomic under the GIL)
@@ -75,7 +78,7 @@ def one_task_per_unit(engine: Engine, names: list[str]) -> None:
         gather(name, submitted, engine, progress=False)
 
 
-@flow(name="orchestration-benchmark", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="orchestration-benchmark", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
 def timed_flow(shape: str, out: str, count: int, stages: int) -> float:
     config = bench_config()
     engine = Engine(OutDir(out), config, bench_dag(stages), videos(count))
@@ -89,7 +92,7 @@ def timed_flow(shape: str, out: str, count: int, stages: int) -> float:
 
 def bench_config() -> PipelineConfig:
     config = load_config(None)
-    return config.model_copy(update={"run": config.run.model_copy(update={"progress": False, "workers": 2})})
+    return config.model_copy(update={"run": config.run.model_copy(update={"progress": False, "workers": WORKERS})})
 
 
 def measure(run: Callable[[], float], units: int) -> tuple[float, float]:
@@ -119,7 +122,7 @@ def main() -> None:
     engine = Engine(OutDir(folder / "local"), config, bench_dag(args.stages), videos(args.videos))
     alone = measure(lambda: timed(lambda: local.run_stages(engine, engine.dag.names))[0], args.videos * args.stages)
     figures["engine alone (local.run_stages)"] = (args.videos, *alone)
-    print(f"{args.stages} per-video stages burning {BURN_SECONDS * 1000:.0f} ms of CPU per video, 2 workers")
+    print(f"{args.stages} per-video stages burning {BURN_SECONDS * 1000:.0f} ms of CPU per video, {WORKERS} worker")
     for shape, (count, wall, per_unit) in figures.items():
         print(f"{shape}: {count} videos, {wall:.1f} s wall, {per_unit:.2f} ms orchestration per video-stage")
     former, ours = figures["one task per (stage, video)"][2], figures["batched videos (flows.process)"][2]

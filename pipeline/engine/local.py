@@ -38,7 +38,9 @@ def run_units(
         for need in needs:
             readers[need].append(ref)
     position = {unit.unit_id: n for n, (_, unit) in reversed(list(enumerate(todo)))}
-    order = {ref: (position[ref[1]], names.index(ref[0])) for ref in refs}  # the earliest video's earliest stage
+    # Among ready units, the earliest stage's first: a write makes the engine plan the stages after it again, so
+    # going down one video's stages while the others wait costs a plan of every video per unit.
+    order = {ref: (names.index(ref[0]), position[ref[1]]) for ref in refs}
     done: dict[ResultRef, tuple[UnitResult, float, float]] = {}
 
     def timed(ref: ResultRef) -> tuple[UnitResult, float, float]:
