@@ -12,8 +12,7 @@ from typing import Any
 from prefect import flow
 
 from configs import PipelineConfig, parse_config
-from flows.process import quiet_task_logs_on_console, run_stages
-from flows.runners import task_runner
+from flows.process import run_stages, start_flow
 from pipeline.dag import DAG, FRONT_STAGES, VIDEOS_UNIT
 from pipeline.engine.engine import Engine
 from pipeline.engine.run_files import RunFiles
@@ -42,10 +41,7 @@ def collect_flow(out: str, config: dict[str, Any], force: bool = False) -> list[
 
 def collect(out: str, config: PipelineConfig, force: bool = False) -> ResolvedInputs:
     """Run the collection flow and return the kept videos as the inputs of processing."""
-    quiet_task_logs_on_console(config.run.progress)
-    reports = collect_flow.with_options(task_runner=task_runner(config.run))(
-        out=out, config=config.model_dump(mode="json"), force=force
-    )
+    reports = start_flow(collect_flow, config.run, out=out, config=config.model_dump(mode="json"), force=force)
     for report in reports:
         print(f"{report['stage']:<12} done {report['done']}, skipped {report['skipped']}, failed {report['failed']}")
     engine = Engine(RunFiles.open(out).out, config, DAG)

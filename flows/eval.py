@@ -12,8 +12,8 @@ from prefect.deployments.runner import RunnerDeployment
 from configs.eval import EvalConfig, parse_eval_config
 from eval.dag import EVAL_STAGE, eval_dag, summarize
 from eval.run import PLOT_FILE
-from flows.process import quiet_task_logs_on_console, run_stages
-from flows.runners import apply_concurrency_limits, task_runner
+from flows.process import run_stages, start_flow
+from flows.runners import apply_concurrency_limits
 from pipeline.engine.engine import Engine
 from pipeline.metrics.report import report_url
 from storage.outdir import OutDir
@@ -64,10 +64,8 @@ def run_eval(
     if not force and engine.up_to_date([EVAL_STAGE]):
         print("every cell is up to date: nothing to run")
         return summarize(engine, model, [])
-    quiet_task_logs_on_console(config.run.progress)
-    configured = eval_flow.with_options(task_runner=task_runner(config.run))
     parameters = {"benchmarks": benchmarks, "shots": shots, "force": force}
-    return configured(model=model, out=out, config=config.model_dump(mode="json"), **parameters)
+    return start_flow(eval_flow, config.run, model=model, out=out, config=config.model_dump(mode="json"), **parameters)
 
 
 def eval_deployment(out: str, config: EvalConfig, model: str | None) -> RunnerDeployment:

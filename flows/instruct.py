@@ -10,8 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.deployments.runner import RunnerDeployment
 
 from configs.instruct import InstructConfig, parse_instruct_config
-from flows.process import quiet_task_logs_on_console, run_stages
-from flows.runners import apply_concurrency_limits, task_runner
+from flows.process import run_stages, start_flow
+from flows.runners import apply_concurrency_limits
 from instruct.dag import STAGES, instruct_dag, summarize
 from instruct.report import report_markdown
 from pipeline.engine.engine import Engine
@@ -40,9 +40,8 @@ def run_instruct(out: str, shards: str | None, config: InstructConfig, force: bo
     if not force and engine.up_to_date(STAGES):
         print("every instruct unit is up to date: nothing to run")
         return summarize(engine, [])
-    quiet_task_logs_on_console(config.run.progress)
-    configured = instruct_flow.with_options(task_runner=task_runner(config.run))
-    return configured(out=out, shards=shards, config=config.model_dump(mode="json"), force=force)
+    return start_flow(instruct_flow, config.run, out=out, shards=shards, config=config.model_dump(mode="json"),
+                      force=force)  # fmt: skip
 
 
 def instruct_deployment(out: str, shards: str, config: InstructConfig) -> RunnerDeployment:

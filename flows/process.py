@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
@@ -20,6 +20,7 @@ from prefect.states import Completed, Failed, State
 from tqdm import tqdm
 
 from configs import PipelineConfig, parse_config
+from configs.schema import RunConfig
 from flows.runners import apply_concurrency_limits, stage_resources, task_options, task_runner, uses_gpu
 from pipeline.dag import DAG, PROCESS_STAGES
 from pipeline.engine.engine import Engine, UnitResult, error_message
@@ -302,6 +303,12 @@ def quiet_task_logs_on_console(progress: bool) -> None:
                     )
 
 
+def start_flow(flow_: Flow, run: RunConfig, **parameters: Any) -> Any:
+    """Run a flow on the config's task runner, with the task logs kept off the progress bars."""
+    quiet_task_logs_on_console(run.progress)
+    return flow_.with_options(task_runner=task_runner(run))(**parameters)
+
+
 def process(
     out: str, config: PipelineConfig, stages: list[str], video_ids: list[str] | None = None, force: bool = False
 ) -> dict[str, Any]:
@@ -315,7 +322,5 @@ def process(
     if whole_run and not force and engine.up_to_date(PROCESS_STAGES):
         print("every stage is up to date: nothing to run")
         return files.finish(engine, [], 0.0)
-    quiet_task_logs_on_console(config.run.progress)
-    runner = task_runner(config.run)
-    configured = process_flow.with_options(task_runner=runner)
-    return configured(out=out, config=config.model_dump(mode="json"), stages=stages, video_ids=video_ids, force=force)
+    parameters = {"stages": stages, "video_ids": video_ids, "force": force}
+    return start_flow(process_flow, config.run, out=out, config=config.model_dump(mode="json"), **parameters)

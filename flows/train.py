@@ -13,8 +13,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.deployments.runner import RunnerDeployment
 
 from configs.train import TrainJobConfig, parse_train_job
-from flows.process import quiet_task_logs_on_console, run_stages
-from flows.runners import apply_concurrency_limits, task_runner
+from flows.process import run_stages, start_flow
+from flows.runners import apply_concurrency_limits
 from pipeline.engine.engine import Engine
 from pipeline.metrics.report import report_url
 from storage.outdir import OutDir
@@ -63,9 +63,7 @@ def run_train(out: str, shards: str, job: TrainJobConfig, resume: bool = False) 
     if engine.up_to_date([TRAIN_STAGE]):
         print("the training run of this shard set and config is finished: nothing to run")
         return summarize(engine, [])
-    quiet_task_logs_on_console(job.run.progress)
-    configured = train_flow.with_options(task_runner=task_runner(job.run))
-    return configured(out=out, shards=shards, config=job.model_dump(mode="json"), resume=resume)
+    return start_flow(train_flow, job.run, out=out, shards=shards, config=job.model_dump(mode="json"), resume=resume)
 
 
 def train_deployment(out: str, shards: str, job: TrainJobConfig) -> RunnerDeployment:

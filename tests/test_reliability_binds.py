@@ -56,16 +56,21 @@ def test_textbook_server_listens_on_loopback_only(tmp_path: Path):
     assert b"warning" not in server.stderr.read()
 
 
-def test_asked_to_listen_on_every_interface_the_server_says_so(tmp_path: Path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path)}
-    command = [sys.executable, "-m", "flows.cli", "server", "--host", "0.0.0.0", "--port", str(_free_port())]
-    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              start_new_session=True)  # fmt: skip
+def _first_warning(arguments: list[str], prefect_home: Path) -> str:
+    """The first line a `textbook` command writes to stderr, the command killed once it has."""
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home)}
+    command = [sys.executable, "-m", "flows.cli", *arguments]
+    started = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
     try:
-        line = server.stderr.readline().decode()
+        return started.stderr.readline().decode()
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        os.killpg(started.pid, signal.SIGKILL)
+        started.wait()
+
+
+def test_asked_to_listen_on_every_interface_the_server_says_so(tmp_path: Path):
+    line = _first_warning(["server", "--host", "0.0.0.0", "--port", str(_free_port())], tmp_path)
     assert line.startswith("warning: the Prefect server") and "0.0.0.0" in line and "other machines" in line
 
 
@@ -92,13 +97,5 @@ def test_the_demo_site_and_the_exposure_rule():
 
 
 def test_serving_deployments_without_allowed_roots_says_what_they_may_read(tmp_path: Path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
-    command = [sys.executable, "-m", "flows.cli", "serve", "--out", str(tmp_path / "out")]
-    served = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              start_new_session=True)  # fmt: skip
-    try:
-        line = served.stderr.readline().decode()
-    finally:
-        os.killpg(served.pid, signal.SIGKILL)
-        served.wait()
+    line = _first_warning(["serve", "--out", str(tmp_path / "out")], tmp_path / "prefect")
     assert line.startswith("warning: input.allowed_roots is empty")
