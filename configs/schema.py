@@ -353,6 +353,12 @@ class TransformersLlmConfig(Section):
     device: str
     dtype: Literal["float32", "bfloat16", "float16"]
     threads: int = Field(ge=0, description="torch CPU threads for the process; 0 = torch's default")
+    parallel_batches: int = Field(
+        2,
+        ge=1,
+        description="greedy batches generated side by side, each on its own thread (sampled ones go one at "
+        "a time: torch's seed is process-wide)",
+    )
     model_cache_dir: str = Field(description="a GGUF model is converted once to safetensors here")
 
 

@@ -137,6 +137,23 @@ def test_batched_generation_matches_one_prompt_at_a_time(embedded: Llm) -> None:
     assert batched == [embedded.complete(prompt, short) for prompt in prompts]
 
 
+def test_parallel_batches_run_side_by_side_and_answer_as_one_batch_does(embedded: Llm) -> None:
+    prompts = [CAPITAL, "Name the largest planet of the solar system.", "Say hello in one word.", "Name a color."]
+    short = SamplingParams(12, 0.0, 1.0, 0)
+    both_started = threading.Barrier(2, timeout=30)  # broken, failing the call, unless two batches are in flight
+    sizes: list[int] = []
+
+    class SideBySide(CountingBackend):
+        def complete(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
+            both_started.wait()
+            sizes.append(len(conversations))
+            return super().complete(conversations, params)
+
+    parallel = Llm(SideBySide(embedded.backend), short, batch_size=32, max_retries=0, parallel_batches=2)
+    assert parallel.complete_batch(prompts) == embedded.complete_batch(prompts, short)
+    assert sorted(sizes) == [2, 2]  # balanced, though one batch of 32 would hold them all
+
+
 def test_answer_cut_at_max_new_tokens_says_so(embedded: Llm) -> None:
     cut = embedded.complete("Write a long story about a dragon.", SamplingParams(4, 0.0, 1.0, 0))
     assert cut.finish_reason == "length"

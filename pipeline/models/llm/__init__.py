@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from configs.schema import LlmConfig
 from pipeline.models.llm.base import (
@@ -47,7 +49,8 @@ __all__ = [
 
 
 class Llm:
-    """A back-end behind the call cache, fed in batches of `batch_size`; only uncached prompts reach the model.
+    """A back-end behind the call cache, fed in batches of at most `batch_size`, `parallel_batches` of them at once
+    (balanced, so one call's prompts spread over every thread); only uncached prompts reach the model.
 
     `max_retries`, `prefill_json` and `json_max_new_tokens` are read by the structured calls (`structured.py`).
     """
@@ -61,8 +64,10 @@ class Llm:
         cache: CallCache | None = None,
         prefill_json: bool = False,
         json_max_new_tokens: int | None = None,
+        parallel_batches: int = 1,
     ) -> None:
         self.backend = backend
+        self.parallel_batches = parallel_batches
         self.params = params
         self.batch_size = batch_size
         self.max_retries = max_retries
@@ -93,13 +98,19 @@ class Llm:
         )
         todo.sort(key=lambda item: len(json.dumps(item[1][0]["messages"])))  # alike lengths pad less
         started = time.perf_counter()
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            completions = self.backend.complete([messages for _, (_, messages) in chunk], params)
-            if self.cache is not None:
-                done_requests = [request for _, (request, _) in chunk]
-                self.cache.put_many(list(zip(done_requests, completions, strict=True)))
-            answers.update({key: done for (key, _), done in zip(chunk, completions, strict=True)})
+        count = max(min(self.parallel_batches, len(todo)), math.ceil(len(todo) / self.batch_size))
+        size = math.ceil(len(todo) / count) if todo else 1
+        chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
+
+        def generate(chunk: list) -> list[Completion]:
+            return self.backend.complete([messages for _, (_, messages) in chunk], params)
+
+        with ThreadPoolExecutor(max(1, min(self.parallel_batches, len(chunks)))) as pool:
+            for chunk, completions in zip(chunks, pool.map(generate, chunks), strict=True):
+                if self.cache is not None:
+                    done_requests = [request for _, (request, _) in chunk]
+                    self.cache.put_many(list(zip(done_requests, completions, strict=True)))
+                answers.update({key: done for (key, _), done in zip(chunk, completions, strict=True)})
         if todo:
             elapsed = time.perf_counter() - started
             logger.debug("%s: %d prompts, %d generated in %.1f s", self.model_id, len(prompts), len(todo), elapsed)
@@ -133,4 +144,5 @@ def load_llm(cfg: LlmConfig) -> Llm:
         cache,
         prefill_json=cfg.prefill_json,
         json_max_new_tokens=cfg.json_max_new_tokens,
+        parallel_batches=cfg.transformers.parallel_batches if cfg.backend == "transformers" else 1,
     )

@@ -6,6 +6,7 @@ converts it once to safetensors in a cache folder named by the file's sha256; la
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -55,8 +56,9 @@ def converted_model_dir(gguf: Path, cache_dir: Path) -> Path:
 
 
 class TransformersBackend:
-    """Batched chat generation with left padding; greedy unless a temperature is set, so answers repeat. Text only:
-    a conversation with images is refused with `ImageInputError`."""
+    """Batched chat generation with left padding; greedy unless a temperature is set, so answers repeat. Greedy
+    calls may come from several threads at once (`parallel_batches`). Text only: a conversation with images is
+    refused with `ImageInputError`."""
 
     def __init__(self, cfg: LlmConfig) -> None:
         local = resolve_local(cfg.model)
@@ -86,21 +88,23 @@ class TransformersBackend:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.stop_ids),
         )
-        with self._lock, torch.inference_mode():  # the lock covers the tokenizer too: it is not thread-safe
-            prefixes = [answer_prefix(conversation) for conversation in conversations]
+        prefixes = [answer_prefix(conversation) for conversation in conversations]
+        with self._lock:  # the tokenizer is not thread-safe
             texts = [self._render(c, prefix) for c, prefix in zip(conversations, prefixes, strict=True)]
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            batch = batch.to(self.model.device)
+        batch = batch.to(self.model.device)
+        processors = LogitsProcessorList()
+        if params.repetition_penalty != 1.0:
+            prompt_length = batch["input_ids"].shape[1]  # left padding: every answer starts at this column
+            processors.append(AnswerRepetitionPenalty(params.repetition_penalty, prompt_length, sorted(self.stop_ids)))
+        # Greedy batches run side by side (each on its own thread); a sampled one holds the lock, since the seed
+        # it sets is the whole process's.
+        with self._lock if sampling else contextlib.nullcontext(), torch.inference_mode():
             if sampling:
                 torch.manual_seed(params.seed)
-            processors = LogitsProcessorList()
-            if params.repetition_penalty != 1.0:
-                prompt_length = batch["input_ids"].shape[1]  # left padding: every answer starts at this column
-                processors.append(
-                    AnswerRepetitionPenalty(params.repetition_penalty, prompt_length, sorted(self.stop_ids))
-                )
             output = self.model.generate(**batch, generation_config=generation, logits_processor=processors)
-            new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        with self._lock:
             return [
                 self._completion(row, prefix is not None) for row, prefix in zip(new_tokens, prefixes, strict=True)
             ]
