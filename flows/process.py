@@ -59,6 +59,7 @@ def retry_only_transient(task: object, task_run: object, state: State) -> bool:
 @task(task_run_name="{stage}-{unit_id}", cache_policy=NO_CACHE, retry_condition_fn=retry_only_transient)
 def unit_task(stage: str, unit_id: str, engine: Engine, force: bool) -> State:
     result = engine.run_unit(stage, unit_id, force=force)
+    engine.make_durable()
     return unit_state(result, getattr(engine.config.run.tasks, engine.dag[stage].kind).retries)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,17 @@ LOOPBACK = "127.0.0.1"  # a local Dask cluster listens here only, its dashboard 
 logger = logging.getLogger(__name__)
 
 
+def this_process_threads() -> dict[str, str]:
+    """The BLAS thread counts of this process, for the workers of a local cluster: Ray and Dask set them to 1, and
+    how a product is split over threads changes its last bits, which beam search turned into other words (a video
+    heard "the loss after" here and "the last half to" on a worker), so a local cluster computes as this process
+    does."""
+    cores = str(os.cpu_count() or 1)
+    return {
+        name: os.environ.get(name, cores) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+
+
 def task_runner(cfg: RunConfig) -> TaskRunner:
     if cfg.runner == "ray":
         from prefect_ray import RayTaskRunner
@@ -27,13 +39,24 @@ def task_runner(cfg: RunConfig) -> TaskRunner:
         if cfg.address is None:
             logger.warning("a local Ray cluster's services listen on every interface whatever its node address "
                            "(measured with Ray 2.60); Ray's token authentication guards them")  # fmt: skip
-        init = {"num_cpus": cfg.workers, "include_dashboard": False} if cfg.address is None else {}
+        init = {}
+        if cfg.address is None:
+            init = {
+                "num_cpus": cfg.workers,
+                "include_dashboard": False,
+                "runtime_env": {"env_vars": this_process_threads()},
+            }
         return RayTaskRunner(address=cfg.address, init_kwargs=init)
     if cfg.runner == "dask":
         from prefect_dask import DaskTaskRunner
 
         if cfg.address:
             return DaskTaskRunner(address=cfg.address)
+        import dask
+
+        # set before the workers start: a worker's `env` is applied once its BLAS has read the counts
+        dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": count
+                         for name, count in this_process_threads().items()})  # fmt: skip
         return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
                                               "host": LOOPBACK, "dashboard_address": None})  # fmt: skip
     return ThreadPoolTaskRunner(max_workers=cfg.workers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 from storage.outdir import OutDir
 
 STAMP_KEY = b"video2textbook"
+logger = logging.getLogger(__name__)
 
 
 def digest(value: Any) -> str:
@@ -71,16 +73,18 @@ def write_table(
     stamp: Stamp | None = None,
     extra: dict | None = None,
     uncompressed: tuple[str, ...] = (),
+    durable: bool = True,
 ) -> None:
     """Write `table` to `path` atomically, with its stamp and any extra schema metadata; zstd, except the columns
-    named in `uncompressed` (JPEG bytes, which no codec shrinks: trying costs a third of a shard's write time)."""
+    named in `uncompressed` (JPEG bytes, which no codec shrinks: trying costs a third of a shard's write time);
+    `durable=False` leaves the fsyncs to `make_durable` (see `OutDir.open_atomic`)."""
     metadata = dict(table.schema.metadata or {})
     if stamp is not None:
         metadata[STAMP_KEY] = stamp.to_json()
     for key, value in (extra or {}).items():
         metadata[key.encode()] = value if isinstance(value, bytes) else json.dumps(value).encode()
     table = table.replace_schema_metadata(metadata)
-    with out.open_atomic(path) as handle:
+    with out.open_atomic(path, durable) as handle:
         codecs = {column: "none" if column in uncompressed else "zstd" for column in column_paths(table.schema)}
         pq.write_table(table, handle, compression=codecs if uncompressed else "zstd")
 
@@ -99,8 +103,12 @@ def read_stamp(out: OutDir, path: str) -> Stamp | None:
     """The stamp of a finished file, read from its footer only; None when the file is absent or foreign."""
     if not out.exists(path):
         return None
-    with out.fs.open(path, "rb") as handle:
-        return _stamp_in(pq.read_schema(handle).metadata)
+    try:
+        with out.fs.open(path, "rb") as handle:
+            return _stamp_in(pq.read_schema(handle).metadata)
+    except (pa.ArrowInvalid, OSError):  # cut short by a power cut before it was made durable: computed again
+        logger.warning("%s is not a readable Parquet file: its unit runs again", path)
+        return None
 
 
 def table_stamp(table: pa.Table) -> Stamp | None:

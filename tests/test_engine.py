@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import re
 import shutil
 import socket
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import storage.outdir
 from configs import PipelineConfig
 from pipeline.dag import DAG, PROCESS_STAGES
 from pipeline.engine.engine import Engine
@@ -113,6 +115,35 @@ def test_a_failed_recompute_takes_the_old_result_out_of_view(processed, tmp_path
     reports = _statuses(run_stages(back, PROCESS_STAGES))
     assert reports["clip_filter"] == {"done": 2} and reports["shards"] == {"done": 1}
     assert RunFiles(out).finish(back, [], 0.0)["current"] and back.failures() == []
+
+
+@pytest.mark.parametrize("cut", [0, 0.5], ids=["emptied", "cut-in-half"])
+def test_a_result_a_power_cut_left_unreadable_is_computed_again(processed, tmp_path, config, cut):
+    """Results are made durable a second's worth at a time, so a power cut may leave a renamed one empty or short:
+    it reads as missing, its unit runs again, and what it feeds stays current when the result comes out the same."""
+    out, videos = _copy(processed, tmp_path)
+    video = videos[0].video_id
+    path = Path(out.stage_file("frame_filter", video))
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * cut)])
+    engine = Engine(out, config, DAG, videos)
+    reports = _statuses(run_stages(engine, PROCESS_STAGES))
+    assert reports["frame_filter"] == {"done": 1, "skipped": 1}, reports
+    assert reports["clip_filter"] == {"skipped": 2} and reports["shards"] == {"skipped": 1}, reports
+    assert pq.read_table(path).num_rows == engine.table(("keyframes", video)).num_rows
+
+
+def test_results_written_lazily_are_made_durable_in_one_flush(tmp_path, monkeypatch):
+    out = OutDir(tmp_path)
+    paths = [out.stage_file("asr", f"v{n}") for n in range(3)]
+    for path in paths:
+        with out.open_atomic(path, durable=False) as handle:
+            handle.write(b"rows")
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    storage.outdir.make_durable([*paths, out.stage_file("asr", "moved-aside-since")])
+    assert len(synced) == 3 + 1  # each file, then their folder once
+    assert [Path(path).read_bytes() for path in paths] == [b"rows"] * 3
 
 
 def test_a_unit_whose_input_is_not_current_is_blocked_not_served(processed, tmp_path, config):

@@ -162,7 +162,7 @@ def half_written(module, nth: int) -> Callable[[Path], None]:
 
 
 def before_rename(nth: int) -> Callable[[Path], None]:
-    """Dies at the `nth` rename: a complete, fsynced `.partial` (or a result being moved aside) never renamed."""
+    """Dies at the `nth` rename: a complete `.partial` (or a result being moved aside) never renamed."""
 
     def arm(out: Path) -> None:
         real, calls = LocalFileSystem.mv, itertools.count(1)

@@ -23,12 +23,13 @@ import pyarrow as pa
 from configs.secrets import redact
 from pipeline.engine.stage import Dag, ResultRef, Stage, Unit, UnitWork
 from pipeline.records import StageOutput, VideoInput, is_transient, reason_code, type_code
-from storage.outdir import OutDir, OutputUnwritable
+from storage.outdir import OutDir, OutputUnwritable, make_durable
 from storage.tables import Stamp, content_digest, digest, read_stamp, read_table, rows_to_table, write_table
 
 Status = Literal["done", "skipped", "failed", "blocked", "dropped"]
 STATUSES: tuple[Status, ...] = ("done", "skipped", "failed", "blocked", "dropped")
 STALE_DIR = "stale"
+SYNC_EVERY_SECONDS = 1.0  # a power cut loses at most about this much finished work
 
 
 @dataclass
@@ -86,10 +87,15 @@ class Engine:
         self._lock = threading.RLock()
         self._plans: dict[str, dict[str, Unit]] = {}
         self._current: dict[str, dict[str, str | None]] = {}
+        self._sections: dict[str, dict[str, Any]] = {}
+        self._written: dict[str, Stamp] = {}  # stamps of the results this engine wrote, by path
+        self._unsynced: list[str] = []  # results written but not yet made durable
+        self._synced_at = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
+        self.make_durable()
         state = self.__dict__.copy()
-        for name in ("_lock", "_plans", "_current"):
+        for name in ("_lock", "_plans", "_current", "_sections", "_written", "_unsynced", "_synced_at"):
             state.pop(name)
         return state
 
@@ -113,7 +119,10 @@ class Engine:
         return self.out.stage_file(*ref)
 
     def stamp(self, ref: ResultRef) -> Stamp | None:
-        return read_stamp(self.out, self.result_path(ref))
+        path = self.result_path(ref)
+        with self._lock:
+            written = self._written.get(path)
+        return written if written is not None else read_stamp(self.out, path)
 
     def table(self, ref: ResultRef) -> pa.Table:
         return read_table(self.out, self.result_path(ref))
@@ -136,7 +145,11 @@ class Engine:
             if fingerprint is None:
                 return None
             reads["/".join(ref)] = fingerprint
-        config = {name: getattr(self.config, name).model_dump(mode="json") for name in stage.sections_for(self.config)}
+        with self._lock:
+            if stage.name not in self._sections:  # the config does not change under an engine
+                self._sections[stage.name] = {name: getattr(self.config, name).model_dump(mode="json")
+                                              for name in stage.sections_for(self.config)}  # fmt: skip
+            config = self._sections[stage.name]
         return digest({"stage": stage.name, "version": stage.version, "config": config,
                        "external": unit.external, "reads": reads})  # fmt: skip
 
@@ -197,9 +210,9 @@ class Engine:
             table = rows_to_table(output.rows, stage.schema)
             fingerprint = result_fingerprint(key, force, table)
             inputs = {"/".join(read): self.current(read) for read in unit.reads}
-            write_table(
-                self.out, self.result_path(ref), table, Stamp(stage.name, key, fingerprint, inputs, output.stats)
-            )
+            stamp = Stamp(stage.name, key, fingerprint, inputs, output.stats)
+            write_table(self.out, self.result_path(ref), table, stamp, durable=False)
+            self._wrote(self.result_path(ref), stamp)
         except OutputUnwritable:  # a full or read-only OUT: no unit can finish, so the run stops with the cause
             raise
         except Exception as error:  # every failure becomes a record; the run goes on
@@ -224,6 +237,23 @@ class Engine:
         if stage.reads_media and not self.config.download.keep_media:  # media stages are the data pipeline's
             self._release_media(unit_id)
         return result
+
+    def _wrote(self, path: str, stamp: Stamp) -> None:
+        """A result is written: a kill cannot hurt it (it was renamed into place whole); it is made durable against
+        a power cut with the others of the last second, in one flush, instead of two fsyncs a result."""
+        with self._lock:
+            self._written[path] = stamp
+            self._unsynced.append(path)
+            due = time.monotonic() - self._synced_at >= SYNC_EVERY_SECONDS
+        if due:
+            self.make_durable()
+
+    def make_durable(self) -> None:
+        """Flush every result written since the last flush (the schedulers call it when their units are done)."""
+        with self._lock:
+            paths, self._unsynced, self._synced_at = self._unsynced, [], time.monotonic()
+        if paths and self.out.is_local:
+            make_durable(paths)
 
     def _compute(self, stage: Stage, unit: Unit) -> StageOutput:
         if stage.whole_unit_drop and (drop := self.upstream_drop(unit.reads)):
@@ -258,6 +288,8 @@ class Engine:
         stale = self.out.path(STALE_DIR, stage.name, f"{unit_id}.{stamp.fingerprint}.parquet")
         self.out.fs.makedirs(stale.rsplit("/", 1)[0], exist_ok=True)
         self.out.fs.mv(path, stale)
+        with self._lock:
+            self._written.pop(path, None)
         if stage.retire is not None:
             stage.retire(self.out, stamp)
         self._changed(stage.name)

@@ -6,9 +6,11 @@ the Prefect flows run batches of videos through `run_units` inside their tasks."
 
 from __future__ import annotations
 
+import heapq
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.engine.engine import Engine, UnitResult
 from pipeline.engine.run_files import StageReport
@@ -42,28 +44,44 @@ def run_units(
     # going down one video's stages while the others wait costs a plan of every video per unit.
     order = {ref: (names.index(ref[0]), position[ref[1]]) for ref in refs}
     done: dict[ResultRef, tuple[UnitResult, float, float]] = {}
+    ready = [(order[ref], ref) for ref, needs in waits_on.items() if not needs]
+    heapq.heapify(ready)
+    changed = threading.Condition()
+    running, errors = 0, []
 
-    def timed(ref: ResultRef) -> tuple[UnitResult, float, float]:
-        started = time.time()  # wall clock: units of one stage may run in several processes (Ray, Dask)
-        result = run_unit(*ref)
-        return result, started, time.time()
-
-    ready = sorted((ref for ref, needs in waits_on.items() if not needs), key=order.__getitem__)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        running: dict[Future, ResultRef] = {}
-        while ready or running:
-            while ready and len(running) < workers:
-                ref = ready.pop(0)
-                running[pool.submit(timed, ref)] = ref
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                ref = running.pop(future)
-                done[ref] = future.result()
+    def work() -> None:
+        """Each thread takes the next ready unit itself and makes its readers ready: no dispatcher between units."""
+        nonlocal running
+        while True:
+            with changed:
+                while not ready and running and not errors:
+                    changed.wait()
+                if not ready or errors:  # everything ran, or a unit raised (a full disk): the run stops
+                    return
+                ref = heapq.heappop(ready)[1]
+                running += 1
+            started = time.time()  # wall clock: units of one stage may run in several processes (Ray, Dask)
+            try:
+                result = run_unit(*ref)
+            except BaseException as error:
+                errors.append(error)
+                raise
+            finally:
+                with changed:
+                    running -= 1
+                    changed.notify_all()
+            with changed:
+                done[ref] = (result, started, time.time())
                 for reader in readers[ref]:
                     waits_on[reader].discard(ref)
                     if not waits_on[reader]:
-                        ready.append(reader)
-            ready.sort(key=order.__getitem__)
+                        heapq.heappush(ready, (order[reader], reader))
+                changed.notify_all()
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for future in [pool.submit(work) for _ in range(max(1, workers))]:
+            future.result()
+    engine.make_durable()
     return done
 
 
