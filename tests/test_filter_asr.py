@@ -34,10 +34,13 @@ def _through(tmp_path: Path, media: Path, config: PipelineConfig, stages: tuple[
 
 def test_sample_lectures_pass_with_their_figures_and_score(processed, config):
     workspace, videos = processed
+    cfg = config.filter_asr
     for video in videos:
         row = _row(workspace, video.video_id)
         assert row["keep"] and row["reason"] is None, row
-        assert row["words_per_minute"] > 100 and row["words"] >= 80 and row["speech_seconds"] > 25
+        # well clear of each threshold, not one machine's counts (part 2 is 79 or 80 words, as the ASR hears it)
+        assert row["words_per_minute"] > 2 * cfg.min_words_per_minute and row["words"] >= 3 * cfg.min_words, row
+        assert row["speech_seconds"] > 2 * cfg.min_speech_seconds, row
         assert (row["audio_language"], row["text_language"], row["asr_repetitive"]) == ("en", "en", False)
         assert json.loads(row["llm_response"]) == {"knowledge_density": row["knowledge_density"]}
         assert row["knowledge_density"] >= config.filter_asr.min_knowledge_density
