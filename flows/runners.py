@@ -26,9 +26,11 @@ def this_process_threads() -> dict[str, str]:
     how a product is split over threads changes its last bits, which beam search turned into other words (a video
     heard "the loss after" here and "the last half to" on a worker), so a local cluster computes as this process
     does."""
-    cores = str(os.cpu_count() or 1)
+    omp = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # what OpenBLAS and MKL fall back on
     return {
-        name: os.environ.get(name, cores) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        "OMP_NUM_THREADS": omp,
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", omp),
+        "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", omp),
     }
 
 

@@ -41,9 +41,10 @@ def unwritable(error: OSError, path: str) -> OSError:
     return error
 
 
-def fsync_dir(folder: str | os.PathLike[str]) -> None:
-    """Make a rename or a new entry in `folder` durable (POSIX keeps names in the folder, not in the file)."""
-    descriptor = os.open(folder, os.O_RDONLY)
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file, or a folder: a rename or a new entry in a folder is durable only once the folder is flushed too
+    (POSIX keeps names in the folder, not in the file)."""
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
@@ -57,13 +58,9 @@ def make_durable(paths: Iterable[str]) -> None:
     paths = list(paths)
     for path in paths:
         with contextlib.suppress(FileNotFoundError):  # moved aside (retired) since it was written
-            descriptor = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            fsync_path(path)
     for folder in {path.rsplit("/", 1)[0] for path in paths}:
-        fsync_dir(folder)
+        fsync_path(folder)
 
 
 class OutDir:
@@ -117,7 +114,7 @@ class OutDir:
                     os.fsync(handle.fileno())
             self.fs.mv(partial, path)
             if self.is_local and durable:
-                fsync_dir(path.rsplit("/", 1)[0])
+                fsync_path(path.rsplit("/", 1)[0])
         except BaseException as error:
             with contextlib.suppress(OSError):  # on a read-only disk there is nothing to remove, nor a way to
                 if self.fs.exists(partial):

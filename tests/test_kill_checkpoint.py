@@ -64,14 +64,14 @@ def syncs_then_dies(nth: int) -> Callable[[], None]:
     checkpoints folder): 1 = complete but not renamed, 2 = renamed but older ones not pruned."""
 
     def arm() -> None:
-        real, calls = checkpoint.fsync_dir, itertools.count(1)
+        real, calls = checkpoint.fsync_path, itertools.count(1)
 
         def sync(folder: Path) -> None:
             real(folder)
             if next(calls) == 2 * (KILLED_AT - 1) + nth:
                 _die()
 
-        checkpoint.fsync_dir = sync
+        checkpoint.fsync_path = sync
 
     return arm
 

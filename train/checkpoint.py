@@ -22,7 +22,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from storage.outdir import fsync_dir
+from storage.outdir import fsync_path
 from train.distributed import Processes, barrier
 
 CHECKPOINTS = "checkpoints"
@@ -103,9 +103,9 @@ def save(
     barrier(processes)
     if processes.main:
         _write_state(partial, state)
-        fsync_dir(partial)
+        fsync_path(partial)
         partial.rename(final)
-        fsync_dir(final.parent)
+        fsync_path(final.parent)
         older = sorted(p for p in final.parent.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL))
         for old in older[:-keep]:  # renamed out of view first: a kill mid-delete leaves no half checkpoint behind
             doomed = old.rename(old.with_name(old.name + PARTIAL))

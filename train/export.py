@@ -12,7 +12,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 from configs.train import LoraConfig
-from storage.outdir import fsync_dir
+from storage.outdir import fsync_path
 from train.distributed import Processes, barrier
 from train.parts import merge_lora
 
@@ -40,5 +40,5 @@ def export(
         processor.save_pretrained(partial)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
-        fsync_dir(folder.parent)
+        fsync_path(folder.parent)
     barrier(processes)

@@ -210,9 +210,9 @@ class Engine:
             table = rows_to_table(output.rows, stage.schema)
             fingerprint = result_fingerprint(key, force, table)
             inputs = {"/".join(read): self.current(read) for read in unit.reads}
-            stamp = Stamp(stage.name, key, fingerprint, inputs, output.stats)
-            write_table(self.out, self.result_path(ref), table, stamp, durable=False)
-            self._wrote(self.result_path(ref), stamp)
+            written, path = Stamp(stage.name, key, fingerprint, inputs, output.stats), self.result_path(ref)
+            write_table(self.out, path, table, written, durable=False)
+            self._wrote(path, written)
         except OutputUnwritable:  # a full or read-only OUT: no unit can finish, so the run stops with the cause
             raise
         except Exception as error:  # every failure becomes a record; the run goes on

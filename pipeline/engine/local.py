@@ -64,13 +64,13 @@ def run_units(
             try:
                 result = run_unit(*ref)
             except BaseException as error:
-                errors.append(error)
-                raise
-            finally:
                 with changed:
                     running -= 1
+                    errors.append(error)
                     changed.notify_all()
+                raise
             with changed:
+                running -= 1
                 done[ref] = (result, started, time.time())
                 for reader in readers[ref]:
                     waits_on[reader].discard(ref)

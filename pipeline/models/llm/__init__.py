@@ -96,24 +96,25 @@ class Llm:
                 if key not in answers
             }.items()
         )
+        if not todo:
+            return [answers[key] for key in keys]
         todo.sort(key=lambda item: len(json.dumps(item[1][0]["messages"])))  # alike lengths pad less
         started = time.perf_counter()
         count = max(min(self.parallel_batches, len(todo)), math.ceil(len(todo) / self.batch_size))
-        size = math.ceil(len(todo) / count) if todo else 1
+        size = math.ceil(len(todo) / count)
         chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
 
         def generate(chunk: list) -> list[Completion]:
             return self.backend.complete([messages for _, (_, messages) in chunk], params)
 
-        with ThreadPoolExecutor(max(1, min(self.parallel_batches, len(chunks)))) as pool:
+        with ThreadPoolExecutor(min(self.parallel_batches, len(chunks))) as pool:
             for chunk, completions in zip(chunks, pool.map(generate, chunks), strict=True):
                 if self.cache is not None:
                     done_requests = [request for _, (request, _) in chunk]
                     self.cache.put_many(list(zip(done_requests, completions, strict=True)))
                 answers.update({key: done for (key, _), done in zip(chunk, completions, strict=True)})
-        if todo:
-            elapsed = time.perf_counter() - started
-            logger.debug("%s: %d prompts, %d generated in %.1f s", self.model_id, len(prompts), len(todo), elapsed)
+        elapsed = time.perf_counter() - started
+        logger.debug("%s: %d prompts, %d generated in %.1f s", self.model_id, len(prompts), len(todo), elapsed)
         return [answers[key] for key in keys]
 
 
