@@ -77,17 +77,16 @@ def lectures() -> list[dict]:
     return found
 
 
-def image_slides(lecture: dict, samples: list[dict], shown_after: float) -> list[str]:
-    """The slide each shard image shows, by its time on the sample's timeline (ffmpeg's fps filter takes the frame
-    of a keyframe sampled at t from t + half an interval)."""
-    times = [ref["time"] + shown_after for sample in samples for ref in json.loads(sample["metadata"])["images"]]
+def image_slides(lecture: dict, samples: list[dict]) -> list[str]:
+    """The slide each shard image shows, by its time on the sample's timeline."""
+    times = [ref["time"] for sample in samples for ref in json.loads(sample["metadata"])["images"]]
     return [next(s["id"] for s in lecture["slides"] if s["start"] <= time < s["end"]) for time in times]
 
 
-def precision_recall(lecture: dict, samples: list[dict], matched: str, shown_after: float) -> tuple[str, str]:
+def precision_recall(lecture: dict, samples: list[dict], matched: str) -> tuple[str, str]:
     """Images in the shards that belong there, and slides that reached them."""
     if lecture["truth_dir"] is None:
-        shown = image_slides(lecture, samples, shown_after)
+        shown = image_slides(lecture, samples)
         wanted = {s["id"] for s in lecture["slides"] if s["kind"] not in ("blank", "talking_head")}
         good = sum(slide in wanted for slide in shown)
         return f"{good}/{len(shown)}", f"{len(wanted & set(shown))}/{len(wanted)}"
@@ -142,8 +141,7 @@ def measure(lecture: dict, config: PipelineConfig, out: OutDir) -> dict:
                                   "3"], capture_output=True, text=True, check=False)  # fmt: skip
         result["match_slides"] = (matched.stdout.strip().splitlines() or ["-"])[-1]
     matched_line = result.get("match_slides", "")
-    half_interval = config.keyframes.sample_interval_seconds / 2
-    result["image_precision"], result["slide_recall"] = precision_recall(lecture, samples, matched_line, half_interval)
+    result["image_precision"], result["slide_recall"] = precision_recall(lecture, samples, matched_line)
     result["text_wer_refine_on"], result["rewrites_accepted_refine_on"] = refined_text_wer(lecture, config, out)
     return result
 

@@ -45,7 +45,7 @@ def collect(out: str, config: PipelineConfig, force: bool = False) -> ResolvedIn
     for report in reports:
         print(f"{report['stage']:<12} done {report['done']}, skipped {report['skipped']}, failed {report['failed']}")
     engine = Engine(RunFiles.open(out).out, config, DAG)
-    stamp = engine.stamp(("filter_meta", VIDEOS_UNIT)) if engine.current(("filter_meta", VIDEOS_UNIT)) else None
+    stamp = engine.current_stamp(("filter_meta", VIDEOS_UNIT))
     if stamp is not None:
         counters = stamp.stats["counters"]
         print(f"videos: {counters['kept']} kept of {counters['videos']} found")

@@ -26,7 +26,7 @@ from PIL import Image
 from configs import PipelineConfig
 from configs.schema import ClipFilterConfig
 from pipeline.engine.stage import UnitWork
-from pipeline.frames import encode_jpeg, gray_frame
+from pipeline.frames import encode_jpeg, gray_at_width
 from pipeline.keyframe_views import stand_ins, texts_by_keyframe
 from pipeline.models.embed import TextEmbedder, load_picture_labeller, load_text_embedder
 from pipeline.models.faces import load_face_detector
@@ -94,8 +94,8 @@ def textless_verdicts(
     labeller = load_picture_labeller(labels_cfg.model, config.embeddings.device)
     images = [Image.open(io.BytesIO(frame["jpeg"])).convert("RGB") for _, frame in pictures]
     graphic = set(labels_cfg.graphic_labels)
-    for (index, frame), labels in zip(pictures, labeller.labels(images, labels_cfg.top), strict=True):
-        if detector.largest_share(gray_frame(frame["jpeg"], FACE_DETECTION_WIDTH)) > 0:
+    for (index, frame), image, labels in zip(pictures, images, labeller.labels(images, labels_cfg.top), strict=True):
+        if detector.largest_share(gray_at_width(image, FACE_DETECTION_WIDTH)) > 0:
             against[index][frame["keyframe_id"]] = DROPPED_FACE
         elif labels[0][1] >= labels_cfg.min_confidence and labels[0][0] not in graphic:
             named.append((index, frame["keyframe_id"], [name for name, _ in labels if name not in graphic]))

@@ -82,10 +82,10 @@ def earlier_copies(engine: Engine) -> dict[str, VideoInput]:
     first: dict[str, VideoInput] = {}
     copies: dict[str, VideoInput] = {}
     for video in sorted(engine.videos, key=lambda v: v.order):
-        fetched = ("download", video.video_id)
-        if engine.current(("interleave", video.video_id)) is None or engine.current(fetched) is None:
+        if engine.current(("interleave", video.video_id)) is None:
             continue
-        content = engine.stamp(fetched).stats["values"].get("content")
+        fetched = engine.current_stamp(("download", video.video_id))
+        content = None if fetched is None else fetched.stats["values"].get("content")
         if content in first:
             copies[video.video_id] = first[content]
         elif content is not None:

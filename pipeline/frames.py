@@ -24,9 +24,14 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 def gray_frame(jpeg: bytes, width: int) -> np.ndarray:
     """The image in grayscale, scaled (either way) to `width` with its aspect ratio."""
     with Image.open(io.BytesIO(jpeg)) as image:
-        gray = image.convert("L")
-        height = max(1, round(gray.height * width / gray.width))
-        return np.asarray(gray.resize((width, height), Image.Resampling.BILINEAR))
+        return gray_at_width(image, width)
+
+
+def gray_at_width(image: Image.Image, width: int) -> np.ndarray:
+    """A decoded image as `gray_frame` makes it, for a caller that has decoded it already."""
+    gray = image.convert("L")
+    height = max(1, round(gray.height * width / gray.width))
+    return np.asarray(gray.resize((width, height), Image.Resampling.BILINEAR))
 
 
 def pixel_std(gray: np.ndarray) -> float:

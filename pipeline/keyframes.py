@@ -21,10 +21,10 @@ from skimage.metrics import structural_similarity
 from configs.schema import KeyframesConfig
 from pipeline.engine.stage import UnitWork
 from pipeline.frames import changed_share, encode_jpeg
-from pipeline.media import sample_frames, scaled_size
+from pipeline.media import sample_frames, sample_time, scaled_size
 from pipeline.records import StageOutput
 
-VERSION = 4
+VERSION = 5
 
 
 def choose_keyframes(frames: Iterable[np.ndarray], cfg: KeyframesConfig) -> Iterator[tuple[int, float | None]]:
@@ -72,7 +72,7 @@ def extract_keyframes(
     # frame it names is the one in `latest`, encoded while it is still in memory.
     for keyframe_id, (index, similarity) in enumerate(choose_keyframes(motion_frames(), cfg)):
         frame = latest[0]
-        time = round(index * interval, 3)
+        time = sample_time(index, interval)
         clip = clips[max(0, bisect.bisect_right(clip_starts, time) - 1)]
         n = per_clip.get(clip["clip_id"], 0)
         per_clip[clip["clip_id"]] = n + 1

@@ -38,14 +38,7 @@ def _inside(time: float, span: dict[str, float]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def shown_at(config: PipelineConfig) -> float:
-    """What a keyframe sampled at `time` shows: ffmpeg's fps filter takes the frame half an interval later (the
-    sample's keyframe at 81.0 s already shows the slide that starts at 81.4 s)."""
-    return config.keyframes.sample_interval_seconds / 2
-
-
-@pytest.fixture(scope="module")
-def sample(processed, shown_at) -> dict[str, Any]:
+def sample(processed) -> dict[str, Any]:
     """The lecture's tables and stamps from the processed sample, read once for the module."""
     workspace, videos = processed
     out = workspace.out
@@ -55,7 +48,7 @@ def sample(processed, shown_at) -> dict[str, Any]:
 
     keyframes = table("keyframes")
     return {
-        "shown": {row["keyframe_id"]: row["time"] + shown_at for row in keyframes},
+        "shown": {row["keyframe_id"]: row["time"] for row in keyframes},  # the frame on screen at its time
         "workspace": workspace,
         "video": next(video for video in videos if video.video_id == VIDEO),
         "keyframes": keyframes,

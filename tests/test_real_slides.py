@@ -16,7 +16,7 @@ from PIL import Image
 from pipeline import clip_filter
 from pipeline.inputs import resolve_inputs
 from pipeline.keyframes import choose_keyframes
-from pipeline.media import sample_frames, scaled_size
+from pipeline.media import sample_frames, sample_time, scaled_size
 from storage.outdir import OutDir
 from tests.conftest import run_all_stages
 
@@ -34,7 +34,7 @@ def test_keyframes_see_every_real_change_and_a_zoom_as_one_slide(truth, config):
     cfg = config.keyframes
     size = scaled_size(truth["width"], truth["height"], cfg.motion_width)
     frames = sample_frames(str(REAL_SLIDES / truth["video"]), cfg.sample_interval_seconds, size, gray=True)
-    times = [index * cfg.sample_interval_seconds for index, _ in choose_keyframes(frames, cfg)]
+    times = [sample_time(index, cfg.sample_interval_seconds) for index, _ in choose_keyframes(frames, cfg)]
     segments = truth["timeline"]
     changes = [segment["start"] for segment in segments if segment["kind"] != "zoom"]
     missed = [change for change in changes if not any(abs(t - change) <= 1.0 for t in times)]

@@ -157,13 +157,23 @@ class Engine:
         """The fingerprint of a result that is current under this config and these inputs, else None."""
         stage_name, unit_id = ref
         with self._lock:
-            known = self._current.setdefault(stage_name, {})
-            if unit_id not in known:
-                unit = self.units(stage_name).get(unit_id)
-                key = None if unit is None else self.input_key(self.dag[stage_name], unit)
-                stamp = self.stamp(ref) if key is not None else None
-                known[unit_id] = stamp.fingerprint if stamp is not None and stamp.input_key == key else None
-            return known[unit_id]
+            known = self._current.get(stage_name, {})
+            if unit_id in known:
+                return known[unit_id]
+            stamp = self.current_stamp(ref)
+            return None if stamp is None else stamp.fingerprint
+
+    def current_stamp(self, ref: ResultRef) -> Stamp | None:
+        """The stamp of a result that is current, for a caller that needs its figures: read once, where `current`
+        then `stamp` would read it twice."""
+        stage_name, unit_id = ref
+        with self._lock:
+            unit = self.units(stage_name).get(unit_id)
+            key = None if unit is None else self.input_key(self.dag[stage_name], unit)
+            stamp = self.stamp(ref) if key is not None else None
+            fresh = stamp if stamp is not None and stamp.input_key == key else None
+            self._current.setdefault(stage_name, {})[unit_id] = None if fresh is None else fresh.fingerprint
+            return fresh
 
     def _changed(self, stage_name: str) -> None:
         """A result of `stage_name` was written or moved: forget what was concluded downstream of it."""

@@ -25,7 +25,7 @@ from pipeline.records import VideoInput
 from storage import schemas
 from storage.outdir import OutDir
 from storage.shards import read_index
-from storage.tables import read_stamp, read_table, rows_to_table, write_table
+from storage.tables import Stamp, read_table, rows_to_table, write_table
 
 PACKAGES = (
     "video2textbook",
@@ -149,22 +149,17 @@ class RunFiles:
             raise FileNotFoundError(f"{self.out.url} has no inputs.parquet: start it with `textbook run` first")
         return [VideoInput(**row) for row in read_table(self.out, path).to_pylist()]
 
-    def fetched_copies(self, engine: Engine) -> list[dict[str, str]]:
-        """Videos the current packs left out because an earlier video has the same content (found only once
-        fetched: two URLs of one file)."""
-        repeats = []
-        for unit_id in engine.units("pack") if "pack" in engine.dag else ():
-            if engine.current(("pack", unit_id)):
-                repeats += engine.stamp(("pack", unit_id)).stats["values"].get("duplicates", [])
-        return repeats
+    @staticmethod
+    def current_packs(engine: Engine) -> list[Stamp]:
+        """The stamps of the pack units that are current under this config."""
+        units = engine.units("pack") if "pack" in engine.dag else []
+        return [stamp for unit_id in units if (stamp := engine.current_stamp(("pack", unit_id))) is not None]
 
-    def totals(self, engine: Engine, stamps: StageStats) -> dict[str, Any]:
+    @staticmethod
+    def totals(packs: list[Stamp], stamps: StageStats) -> dict[str, Any]:
         """Counts over every current result, whether this run made it or found it done."""
         counts = totals(stamps)
-        for unit_id in engine.units("pack") if "pack" in engine.dag else ():
-            stamp = read_stamp(self.out, self.out.stage_file("pack", unit_id))
-            current = stamp is not None and engine.current(("pack", unit_id))
-            counts["samples"] += stamp.stats["counters"].get("samples", 0) if current else 0
+        counts["samples"] += sum(stamp.stats["counters"].get("samples", 0) for stamp in packs)
         return dict(sorted(counts.items()))
 
     def finish(self, engine: Engine, reports: list[StageReport], seconds: float) -> dict[str, Any]:
@@ -183,7 +178,9 @@ class RunFiles:
         shards = [entry["file"] for entry in index["shards"]] if index else []
         video_ids = [video.video_id for video in videos]
         stamps = stage_stamps(self.out, video_ids)  # every per-video result, read once for the figures below
-        copies = self.fetched_copies(engine)
+        packs = self.current_packs(engine)
+        # videos the packs left out because an earlier video has the same content (found once fetched)
+        copies = [copy for stamp in packs for copy in stamp.stats["values"].get("duplicates", [])]
         dropped = dropped_videos(stamps, video_ids)
         dropped.update(f"pack: {copy['reason']}" for copy in copies)
         inputs = self.input_notes()
@@ -196,7 +193,7 @@ class RunFiles:
             },
             "inputs": inputs | {"duplicates": inputs["duplicates"] + copies},
             "stages": {report.stage: report.to_json() for report in reports},
-            "totals": self.totals(engine, stamps),
+            "totals": self.totals(packs, stamps),
             "failures": {
                 "count": len(failures),
                 "by_reason": dict(Counter(f"{r['stage']}: {r['message']}" for r in failures).most_common()),
