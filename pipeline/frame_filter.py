@@ -31,7 +31,7 @@ from pipeline.frames import changed_share, edge_density, gray_frame, pixel_std
 from pipeline.keyframe_views import texts_by_keyframe
 from pipeline.records import StageOutput, funnel
 
-VERSION = 2
+VERSION = 3
 
 KEPT_TEXT = "distinct_text"
 KEPT_BUILD_UP = "build_up_step"

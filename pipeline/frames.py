@@ -44,7 +44,10 @@ def edge_density(gray: np.ndarray) -> float:
     return float((cv2.Canny(gray, CANNY_LOW, CANNY_HIGH) > 0).mean())
 
 
-ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+# ECC stops when a step changes the warp by under 1e-3. Measured on the 143 frames of the sample x7 and real-slides
+# that keyframes aligned: against 1e-5, an aligned frame's changed share moved by at most 0.0003 (the thresholds on
+# it are 0.01), no frame changed side, and the search took a third of the time (it was 60 % of the stage's).
+ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-3)
 MAX_SCALE_CHANGE = 2.0  # an alignment that scales more than this, or shears, is a failed one
 
 

@@ -24,7 +24,7 @@ from pipeline.frames import changed_share, encode_jpeg
 from pipeline.media import sample_frames, sample_time, scaled_size
 from pipeline.records import StageOutput
 
-VERSION = 5
+VERSION = 6
 
 
 def choose_keyframes(frames: Iterable[np.ndarray], cfg: KeyframesConfig) -> Iterator[tuple[int, float | None]]:
