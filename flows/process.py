@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -135,16 +136,39 @@ def batch_state(done: dict[ResultRef, tuple[UnitResult, float, float]]) -> State
     return Completed(name="Skipped" if set(counts) == {"skipped"} else "Completed", message=message, data=done)
 
 
+def logging_each_video(
+    run: RunUnit,
+    engine: Engine,
+    stages: list[str],
+    video_ids: list[str],
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> RunUnit:
+    """`run`, and a log line for each video as soon as its last unit of `stages` ends, saying what each stage did
+    (a batch task's log then follows its videos, not only its end)."""
+    left = {video_id: {stage for stage in stages if video_id in engine.units(stage)} for video_id in video_ids}
+    steps: dict[str, list[UnitResult]] = {video_id: [] for video_id in video_ids}
+    lock = threading.Lock()
+
+    def run_and_log(stage: str, video_id: str) -> UnitResult:
+        result = run(stage, video_id)
+        with lock:
+            steps[video_id].append(result)
+            left[video_id].discard(stage)
+            finished = not left[video_id]
+        if finished:
+            ordered = sorted(steps[video_id], key=lambda step: stages.index(step.stage))
+            logger.info("%s: %s", video_id, ", ".join(f"{r.stage} {r.status} {r.seconds:.1f} s" for r in ordered))
+        return result
+
+    return run_and_log
+
+
 @task(cache_policy=NO_CACHE)
 def videos_task(stages: list[str], video_ids: list[str], engine: Engine, force: bool, threads: int) -> State:
     """A batch of videos through consecutive per-video stages: each unit as soon as what it reads is done (a video
     never waits for another), on `threads` threads; one log line per video says what each stage did."""
-    done = run_units(engine, stages, video_ids, threads, retrying(engine, force))
-    logger = get_run_logger()
-    for video_id in video_ids:
-        steps = [done[(stage, video_id)][0] for stage in stages if (stage, video_id) in done]
-        logger.info("%s: %s", video_id, ", ".join(f"{r.stage} {r.status} {r.seconds:.1f} s" for r in steps))
-    return batch_state(done)
+    run = logging_each_video(retrying(engine, force), engine, stages, video_ids, get_run_logger())
+    return batch_state(run_units(engine, stages, video_ids, threads, run))
 
 
 def chain_name(stages: list[str]) -> str:

@@ -3,14 +3,16 @@ stage, and a stage that reads the whole set waits for every earlier one."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
 from configs import load_config
+from flows.process import logging_each_video
 from pipeline.engine.engine import Engine
-from pipeline.engine.local import run_stages
+from pipeline.engine.local import run_stages, run_units
 from pipeline.engine.plans import per_video
 from pipeline.engine.stage import Dag, Stage, Unit, UnitWork
 from pipeline.records import StageOutput, VideoInput
@@ -48,3 +50,19 @@ def test_a_fast_video_is_not_held_back_by_a_slow_one(tmp_path: Path):
     slow_first = ended[("first", "slow")]
     assert ended[("second", "fast")] < slow_first and ended[("second", "third")] < slow_first
     assert engine.table(("corpus", "all"))["ended"][0].as_py() > max(ended.values())
+
+
+def test_a_batch_logs_each_video_when_it_ends_not_when_the_batch_does(tmp_path: Path, caplog):
+    dag = Dag((_stage("first", (), slow="slow"), _stage("second", ("first",))))
+    videos = [VideoInput(name, f"synthetic://{name}", "t", n) for n, name in enumerate(["slow", "fast"])]
+    engine = Engine(OutDir(tmp_path / "out"), load_config(None), dag, videos)
+    logger = logging.LoggerAdapter(logging.getLogger("batch-test"))
+    run = logging_each_video(lambda stage, unit: engine.run_unit(stage, unit), engine, ["first", "second"],
+                             ["slow", "fast"], logger)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="batch-test"):
+        run_units(engine, ["first", "second"], ["slow", "fast"], 2, run)
+    lines = {record.getMessage().split(":")[0]: record for record in caplog.records}
+    assert set(lines) == {"slow", "fast"}
+    fast = lines["fast"].getMessage()
+    assert fast.startswith("fast: first done ") and ", second done " in fast
+    assert lines["fast"].created < engine.table(("first", "slow"))["ended"][0].as_py(), "logged before slow's end"
