@@ -347,6 +347,12 @@ class RunConfig(Section):
         "model runs on a CUDA device)"
     )
     gpus_per_model_task: float = Field(ge=0, description="GPUs a Ray worker reserves for a GPU stage's task")
+    malloc_arenas: int | None = Field(
+        2,
+        ge=1,
+        description="glibc malloc arenas of a process running units (null: glibc's default, 8 per core): each thread "
+        "otherwise frees into an arena of its own, which keeps the memory",
+    )
 
 
 class TransformersLlmConfig(Section):

@@ -92,13 +92,15 @@ def textless_verdicts(
     if not pictures:
         return against
     labeller = load_picture_labeller(labels_cfg.model, config.embeddings.device)
-    images = [Image.open(io.BytesIO(frame["jpeg"])).convert("RGB") for _, frame in pictures]
     graphic = set(labels_cfg.graphic_labels)
-    for (index, frame), image, labels in zip(pictures, images, labeller.labels(images, labels_cfg.top), strict=True):
-        if detector.largest_share(gray_at_width(image, FACE_DETECTION_WIDTH)) > 0:
-            against[index][frame["keyframe_id"]] = DROPPED_FACE
-        elif labels[0][1] >= labels_cfg.min_confidence and labels[0][0] not in graphic:
-            named.append((index, frame["keyframe_id"], [name for name, _ in labels if name not in graphic]))
+    for start in range(0, len(pictures), labeller.batch_size):  # decoded a batch at a time: memory flat in length
+        batch = pictures[start : start + labeller.batch_size]
+        images = [Image.open(io.BytesIO(frame["jpeg"])).convert("RGB") for _, frame in batch]
+        for (index, frame), image, labels in zip(batch, images, labeller.labels(images, labels_cfg.top), strict=True):
+            if detector.largest_share(gray_at_width(image, FACE_DETECTION_WIDTH)) > 0:
+                against[index][frame["keyframe_id"]] = DROPPED_FACE
+            elif labels[0][1] >= labels_cfg.min_confidence and labels[0][0] not in graphic:
+                named.append((index, frame["keyframe_id"], [name for name, _ in labels if name not in graphic]))
     pairs = [(index, keyframe_id, name) for index, keyframe_id, names in named for name in names]
     if pairs:
         scores = embedder.similarity([name for _, _, name in pairs], [speech[index] for index, _, _ in pairs])

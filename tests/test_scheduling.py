@@ -4,10 +4,13 @@ stage, and a stage that reads the whole set waits for every earlier one."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from configs import load_config
 from flows.process import logging_each_video
@@ -66,3 +69,49 @@ def test_a_batch_logs_each_video_when_it_ends_not_when_the_batch_does(tmp_path: 
     fast = lines["fast"].getMessage()
     assert fast.startswith("fast: first done ") and ", second done " in fast
     assert lines["fast"].created < engine.table(("first", "slow"))["ended"][0].as_py(), "logged before slow's end"
+
+
+ARENAS_AFTER_THREADS = """
+import ctypes, sys, tempfile, threading
+from pipeline.engine.local import limit_malloc_arenas
+libc = ctypes.CDLL("libc.so.6")
+libc.fdopen.restype = ctypes.c_void_p
+def arenas():
+    with tempfile.TemporaryFile() as report:
+        stream = ctypes.c_void_p(libc.fdopen(report.fileno(), b"w"))
+        libc.malloc_info(0, stream)
+        libc.fflush(stream)
+        report.seek(0)
+        return report.read().decode().count("<heap nr=")
+before = arenas()
+if sys.argv[1] != "none":
+    assert limit_malloc_arenas(int(sys.argv[1]))
+def allocate():
+    kept = []
+    for _ in range(20000):
+        kept = kept[-100:] + [bytearray(2000)]  # malloc'd from the thread's arena, not Python's small-object pools
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(before, arenas())
+"""
+
+
+def _arenas(cap: str) -> tuple[int, int]:
+    """glibc's arena count before and after 8 threads allocate, with `cap` arenas (`none`: glibc's default)."""
+    counted = subprocess.run([sys.executable, "-c", ARENAS_AFTER_THREADS, cap], capture_output=True, text=True,
+                             check=True)  # fmt: skip
+    before, after = map(int, counted.stdout.split())
+    return before, after
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc arenas are glibc's")
+def test_threads_running_units_share_the_configured_malloc_arenas():
+    cap = load_config(None).run.malloc_arenas
+    assert cap == 2
+    before, uncapped = _arenas("none")
+    if uncapped <= before:
+        pytest.skip(f"8 allocating threads made no arena of their own here ({before} before and after)")
+    assert _arenas(str(cap))[1] <= max(cap, before), f"glibc's default went from {before} to {uncapped} arenas"

@@ -6,7 +6,10 @@ the Prefect flows run batches of videos through `run_units` inside their tasks."
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import heapq
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +20,19 @@ from pipeline.engine.run_files import StageReport
 from pipeline.engine.stage import ResultRef
 
 RunUnit = Callable[[str, str], UnitResult]
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int | None) -> bool:
+    """Cap this process's glibc malloc arenas (threads created after share them); whether glibc took it. Elsewhere
+    (macOS, musl) there is nothing to cap."""
+    if arenas is None or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
 
 
 def default_workers(engine: Engine) -> int:
@@ -78,6 +94,7 @@ def run_units(
                         heapq.heappush(ready, (order[reader], reader))
                 changed.notify_all()
 
+    limit_malloc_arenas(getattr(getattr(engine.config, "run", None), "malloc_arenas", None))
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for future in [pool.submit(work) for _ in range(max(1, workers))]:
             future.result()
