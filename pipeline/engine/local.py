@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import heapq
 import sys
 import threading
@@ -23,6 +24,7 @@ RunUnit = Callable[[str, str], UnitResult]
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
+@functools.cache  # once per process and value: every batch task's run_units asks
 def limit_malloc_arenas(arenas: int | None) -> bool:
     """Cap this process's glibc malloc arenas (threads created after share them); whether glibc took it. Elsewhere
     (macOS, musl) there is nothing to cap."""
